@@ -1,0 +1,9 @@
+//! Test harness shared by every crate's integration tests.
+//!
+//! - [`controlplane`]: a real etcd + kube-apiserver + kube-controller-manager
+//!   (the Go helper in `kubeenv/`), one per test binary, a namespace per test.
+//! - [`netlab`]: network namespaces joined by veth pairs, with FRR, BIRD and
+//!   GoBGP started inside them.
+
+pub mod controlplane;
+pub mod netlab;
