@@ -21,18 +21,27 @@ fn committed_crds_match_the_types() {
             stale.push(name);
         }
     }
-    let committed_files = std::fs::read_dir(crds_dir()).expect("deploy/crds exists").count();
+    let committed_files = std::fs::read_dir(crds_dir())
+        .expect("deploy/crds exists")
+        .count();
     assert!(
         stale.is_empty(),
         "deploy/crds is stale for {stale:?}: run `cargo run -p purelb-api --bin crdgen`"
     );
-    assert_eq!(committed_files, crds.len(), "deploy/crds holds files no type generates");
+    assert_eq!(
+        committed_files,
+        crds.len(),
+        "deploy/crds holds files no type generates"
+    );
 }
 
 /// Every property path of a schema with its type (`.spec.global.asn` -> `integer`).
 fn property_types(schema: &Value) -> BTreeMap<String, String> {
     fn walk(schema: &Value, path: String, out: &mut BTreeMap<String, String>) {
-        let kind = schema.get("type").and_then(Value::as_str).unwrap_or("<none>");
+        let kind = schema
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or("<none>");
         out.insert(path.clone(), kind.to_owned());
         if let Some(properties) = schema.get("properties").and_then(Value::as_object) {
             for (name, child) in properties {
@@ -56,7 +65,9 @@ fn openapi_schema(crd: &Value) -> &Value {
 }
 
 fn assert_keeps_upstream_schema(upstream_file: &str, kind: &str) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/compat").join(upstream_file);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/compat")
+        .join(upstream_file);
     let text = std::fs::read_to_string(&path).expect("upstream CRD is readable");
     let upstream: Value = serde_saphyr::from_str(&text).expect("upstream CRD is YAML");
     let ours = purelb_api::crd::all()
@@ -66,7 +77,10 @@ fn assert_keeps_upstream_schema(upstream_file: &str, kind: &str) {
         .expect("we generate the kind");
     let ours = serde_json::to_value(ours).expect("CRD serialises");
 
-    assert_eq!(upstream["spec"]["names"]["plural"], ours["spec"]["names"]["plural"]);
+    assert_eq!(
+        upstream["spec"]["names"]["plural"],
+        ours["spec"]["names"]["plural"]
+    );
     assert_eq!(upstream["spec"]["scope"], ours["spec"]["scope"]);
 
     let ours = property_types(openapi_schema(&ours));
@@ -78,11 +92,17 @@ fn assert_keeps_upstream_schema(upstream_file: &str, kind: &str) {
         }
         match ours.get(&path) {
             Some(our_type) if *our_type == upstream_type => {}
-            Some(our_type) => differences.push(format!("{path}: ours {our_type}, upstream {upstream_type}")),
+            Some(our_type) => {
+                differences.push(format!("{path}: ours {our_type}, upstream {upstream_type}"))
+            }
             None => differences.push(format!("{path}: missing (upstream {upstream_type})")),
         }
     }
-    assert!(differences.is_empty(), "{kind} differs from k8gobgp:\n{}", differences.join("\n"));
+    assert!(
+        differences.is_empty(),
+        "{kind} differs from k8gobgp:\n{}",
+        differences.join("\n")
+    );
 }
 
 #[test]
@@ -100,5 +120,9 @@ fn schema_walk_notices_a_missing_field() {
     let upstream = serde_json::json!({"type": "object", "properties": {"a": {"type": "string"}}});
     let ours = serde_json::json!({"type": "object", "properties": {}});
     let ours = property_types(&ours);
-    assert!(property_types(&upstream).keys().any(|path| !ours.contains_key(path)));
+    assert!(
+        property_types(&upstream)
+            .keys()
+            .any(|path| !ours.contains_key(path))
+    );
 }

@@ -48,7 +48,7 @@ pub struct BGPConfigurationSpec {
 #[serde(rename_all = "camelCase")]
 pub struct GlobalSpec {
     /// ASN is the Autonomous System Number for this BGP speaker
-    #[schemars(schema_with = "schema::int32")]
+    #[schemars(schema_with = "schema::uint32")]
     pub asn: u32,
     /// Empty = automatic; an IPv4 address; or a `${NODE_IP}`-style template.
     #[serde(default, rename = "routerID", skip_serializing_if = "Option::is_none")]
@@ -98,10 +98,10 @@ pub struct RouteSelectionOptions {
 #[serde(rename_all = "camelCase")]
 pub struct DefaultRouteDistance {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "schema::int32")]
+    #[schemars(schema_with = "schema::uint32")]
     pub external_route_distance: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "schema::int32")]
+    #[schemars(schema_with = "schema::uint32")]
     pub internal_route_distance: Option<u32>,
 }
 
@@ -111,10 +111,10 @@ pub struct Confederation {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "schema::int32")]
+    #[schemars(schema_with = "schema::uint32")]
     pub identifier: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "schema::int32_list")]
+    #[schemars(schema_with = "schema::uint32_list")]
     pub member_as_list: Option<Vec<u32>>,
 }
 
@@ -124,7 +124,7 @@ pub struct GracefulRestart {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "schema::int32")]
+    #[schemars(schema_with = "schema::uint32")]
     pub restart_time: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub helper_only: Option<bool>,
@@ -200,10 +200,10 @@ pub struct NeighborConfig {
     /// Unnumbered / link-local peering over this interface.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub neighbor_interface: Option<String>,
-    #[schemars(schema_with = "schema::int32")]
+    #[schemars(schema_with = "schema::uint32")]
     pub peer_asn: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "schema::int32")]
+    #[schemars(schema_with = "schema::uint32")]
     pub local_asn: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
@@ -252,10 +252,10 @@ pub struct AfiSafi {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PrefixLimit {
-    #[schemars(schema_with = "schema::int32")]
+    #[schemars(schema_with = "schema::uint32")]
     pub max_prefixes: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "schema::int32")]
+    #[schemars(schema_with = "schema::uint32")]
     pub shutdown_threshold_pct: Option<u32>,
 }
 
@@ -265,7 +265,7 @@ pub struct AddPaths {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub receive: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "schema::int32")]
+    #[schemars(schema_with = "schema::uint32")]
     pub send_max: Option<u32>,
 }
 
@@ -316,7 +316,7 @@ pub struct RouteReflector {
 pub struct EbgpMultihop {
     pub enabled: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "schema::int32")]
+    #[schemars(schema_with = "schema::uint32")]
     pub multihop_ttl: Option<u32>,
 }
 
@@ -343,10 +343,10 @@ pub struct PeerGroupConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "schema::int32")]
+    #[schemars(schema_with = "schema::uint32")]
     pub peer_asn: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "schema::int32")]
+    #[schemars(schema_with = "schema::uint32")]
     pub local_asn: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth_password: Option<String>,
@@ -399,7 +399,7 @@ pub struct VrfNetlinkExport {
     #[schemars(schema_with = "schema::int32")]
     pub linux_table_id: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "schema::int32")]
+    #[schemars(schema_with = "schema::uint32")]
     pub metric: Option<u32>,
     /// Default true.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -465,7 +465,7 @@ pub struct Actions {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub as_prepend: Option<AsPrependAction>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "schema::int32")]
+    #[schemars(schema_with = "schema::uint32")]
     pub local_pref: Option<u32>,
 }
 
@@ -491,10 +491,10 @@ pub struct MedAction {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AsPrependAction {
-    #[schemars(schema_with = "schema::int32")]
+    #[schemars(schema_with = "schema::uint32")]
     pub asn: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "schema::int32")]
+    #[schemars(schema_with = "schema::uint32")]
     pub repeat: Option<u32>,
 }
 
@@ -516,10 +516,10 @@ pub struct DefinedSet {
 pub struct PrefixMatch {
     pub ip_prefix: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "schema::int32")]
+    #[schemars(schema_with = "schema::uint32")]
     pub mask_length_min: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "schema::int32")]
+    #[schemars(schema_with = "schema::uint32")]
     pub mask_length_max: Option<u32>,
 }
 
@@ -543,7 +543,7 @@ pub struct NetlinkExport {
     pub enabled: Option<bool>,
     /// Milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "schema::int32")]
+    #[schemars(schema_with = "schema::uint32")]
     pub dampening_interval: Option<u32>,
     /// Kernel route protocol; default 186 (RTPROT_BGP).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -570,7 +570,7 @@ pub struct NetlinkExportRule {
     #[schemars(schema_with = "schema::int32")]
     pub table_id: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "schema::int32")]
+    #[schemars(schema_with = "schema::uint32")]
     pub metric: Option<u32>,
     /// Default true.
     #[serde(default, skip_serializing_if = "Option::is_none")]

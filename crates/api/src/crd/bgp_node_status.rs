@@ -54,7 +54,7 @@ pub struct BGPNodeStatusStatus {
     )]
     pub router_id_source: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "schema::int32")]
+    #[schemars(schema_with = "schema::uint32")]
     pub asn: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_updated: Option<Time>,
@@ -86,10 +86,10 @@ pub struct BGPNodeStatusStatus {
 pub struct NeighborStatus {
     pub address: String,
     #[serde(rename = "peerASN")]
-    #[schemars(schema_with = "schema::int32")]
+    #[schemars(schema_with = "schema::uint32")]
     pub peer_asn: u32,
     #[serde(rename = "localASN")]
-    #[schemars(schema_with = "schema::int32")]
+    #[schemars(schema_with = "schema::uint32")]
     pub local_asn: u32,
     /// `Idle`, `Connect`, `Active`, `OpenSent`, `OpenConfirm`, `Established` or `Unknown`.
     pub state: String,
@@ -193,7 +193,7 @@ pub struct NetlinkExportStatus {
 #[serde(rename_all = "camelCase")]
 pub struct ExportRuleStatus {
     pub name: String,
-    #[schemars(schema_with = "schema::int32")]
+    #[schemars(schema_with = "schema::uint32")]
     pub metric: u32,
     #[serde(rename = "tableID")]
     #[schemars(schema_with = "schema::int32")]
@@ -206,7 +206,7 @@ pub struct ExportedRoute {
     pub prefix: String,
     /// `main`, `default`, `local` or the table number.
     pub table: String,
-    #[schemars(schema_with = "schema::int32")]
+    #[schemars(schema_with = "schema::uint32")]
     pub metric: u32,
     pub installed: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]

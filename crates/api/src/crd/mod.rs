@@ -12,7 +12,9 @@ pub use bgp_node_status::{BGPNodeStatus, BGPNodeStatusSpec, BGPNodeStatusStatus}
 pub use lb_node_agent::{LBNodeAgent, LBNodeAgentSpec};
 pub use service_group::{ServiceGroup, ServiceGroupSpec, ServiceGroupStatus};
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{CustomResourceDefinition, JSONSchemaProps};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    CustomResourceDefinition, JSONSchemaProps,
+};
 use kube::CustomResourceExt;
 
 /// Every CRD this project installs, as written to `deploy/crds/`.
