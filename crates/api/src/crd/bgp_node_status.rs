@@ -9,6 +9,10 @@ use serde::{Deserialize, Serialize};
 use super::schema;
 
 /// Empty: everything lives in the status.
+#[allow(
+    clippy::duplicated_attributes,
+    reason = "each printcolumn(...) repeats type_, which clippy mistakes for a duplicate"
+)]
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[kube(
     group = "bgp.purelb.io",

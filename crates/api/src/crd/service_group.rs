@@ -7,6 +7,10 @@ use serde::{Deserialize, Serialize};
 use super::schema;
 
 /// Which pools a group holds and which namespaces it serves.
+#[allow(
+    clippy::duplicated_attributes,
+    reason = "each printcolumn(...) repeats type_, which clippy mistakes for a duplicate"
+)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[kube(
     group = "purelb.io",
