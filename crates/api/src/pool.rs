@@ -2,9 +2,8 @@
 //! `AddressPool` (spec §2.1, §4.2) and the `Cidr` type shared with the election
 //! and the Lease contract.
 //!
-//! Every address that enters this module is unmapped first (`::ffff:a.b.c.d`
-//! becomes `a.b.c.d`), as Go's `net.IP` does, so a mapped address is IPv4
-//! everywhere.
+//! IPv4-mapped addresses (`::ffff:a.b.c.d`) count as IPv4 and come out
+//! unmapped, as with Go's `net.IP`, so Go and Rust agents agree on them.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -81,16 +80,18 @@ impl Cidr {
         }
         let bits = to_bits(addr) & network_mask(family, prefix_len);
         let network = from_bits(family, bits).unwrap_or(addr);
-        if network.to_canonical() != network {
-            return Ok(Self {
-                network: network.to_canonical(),
+        let unmapped = network.to_canonical();
+        if unmapped == network {
+            Ok(Self {
+                network,
+                prefix_len,
+            })
+        } else {
+            Ok(Self {
+                network: unmapped,
                 prefix_len: prefix_len.saturating_sub(96),
-            });
+            })
         }
-        Ok(Self {
-            network,
-            prefix_len,
-        })
     }
 
     /// Parses `addr/len` like Go's `net.ParseCIDR`: no whitespace, no zone,
