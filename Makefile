@@ -4,6 +4,12 @@
 APT_PACKAGES := frr bird2 gobgpd iproute2 nftables
 KUBEENV      := target/kubeenv/kubeenv
 KUBEENV_SRC  := $(wildcard testbed/kubeenv/*.go) testbed/kubeenv/go.mod testbed/kubeenv/go.sum
+# A plain `go build` of Kubernetes reports v0.0.0-master; stamp the version as release builds do.
+KUBE_VERSION := $(shell awk '$$1 == "k8s.io/kubernetes" {print $$2}' testbed/kubeenv/go.mod)
+KUBE_MINOR   := $(word 2,$(subst ., ,$(KUBE_VERSION)))
+VERSION_PKG  := k8s.io/component-base/version
+KUBEENV_LDFLAGS := -s -w -X $(VERSION_PKG).gitVersion=$(KUBE_VERSION) \
+	-X $(VERSION_PKG).gitMajor=1 -X $(VERSION_PKG).gitMinor=$(KUBE_MINOR)
 
 .PHONY: test deps kubeenv crds lint
 
@@ -22,7 +28,7 @@ deps:
 kubeenv: $(KUBEENV)
 
 $(KUBEENV): $(KUBEENV_SRC)
-	cd testbed/kubeenv && CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o ../../$(KUBEENV) .
+	cd testbed/kubeenv && CGO_ENABLED=0 go build -trimpath -ldflags='$(KUBEENV_LDFLAGS)' -o ../../$(KUBEENV) .
 
 crds:
 	cargo run -q -p purelb-api --bin crdgen
