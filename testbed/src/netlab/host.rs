@@ -34,12 +34,16 @@ fn owner_file(pid: u32) -> PathBuf {
 /// management-subnet allocation across threads and processes. Released when
 /// the returned file is dropped.
 pub(crate) fn global_lock() -> Result<File> {
-    let path = lock_dir()?.join("lock");
+    open_locked(&lock_dir()?.join("lock"))
+}
+
+/// Opens (creating it if needed) and exclusively locks `path`, waiting for the lock.
+fn open_locked(path: &Path) -> Result<File> {
     let file = OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
-        .open(&path)
+        .open(path)
         .with_context(|| format!("cannot open {}", path.display()))?;
     file.lock()
         .with_context(|| format!("cannot lock {}", path.display()))?;
@@ -57,15 +61,7 @@ pub(crate) fn init_process() -> Result<()> {
         let inner = || -> Result<File> {
             lock_dir()?;
             let _guard = global_lock()?;
-            let path = owner_file(std::process::id());
-            let file = OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&path)
-                .with_context(|| format!("cannot open {}", path.display()))?;
-            file.lock()
-                .with_context(|| format!("cannot lock {}", path.display()))?;
+            let file = open_locked(&owner_file(std::process::id()))?;
             cleanup_stale(true);
             Ok(file)
         };
