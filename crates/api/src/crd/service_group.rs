@@ -1,5 +1,6 @@
 //! `ServiceGroup` (`purelb.io/v2`): the address pools Services are allocated from.
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -268,4 +269,7 @@ pub struct ServiceGroupStatus {
     )]
     #[schemars(schema_with = "schema::non_negative_int64")]
     pub available_ipv6: Option<i64>,
+    /// `Ready`: whether the allocator accepted the spec, and why not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conditions: Option<Vec<Condition>>,
 }

@@ -1,0 +1,433 @@
+//! The allocator controller: watches Services, ServiceGroups and node Leases,
+//! feeds them to the IPAM one at a time, and writes the outcomes back.
+//!
+//! One task owns the IPAM, so no two decisions interleave (as upstream's single
+//! worker). Before the first allocation, and after every new ServiceGroup
+//! generation, it replays every branded Service's addresses into the IPAM, so
+//! a restart or a new leader never hands out an address twice. Writes go out
+//! only while this replica leads; losing the lead ends the process.
+
+mod groups;
+mod remote;
+mod service;
+mod writer;
+
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Service;
+use kube::api::Api;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::{WatchStreamExt, events::Recorder};
+use kube::{Client, ResourceExt};
+use purelb_api::crd::ServiceGroup;
+use tokio::sync::mpsc;
+
+use crate::http::Health;
+use crate::ipam::{Ipam, Outcome};
+use crate::leader::Leadership;
+use crate::metrics::Metrics;
+
+pub use service::{Handling, handling};
+
+/// Settings of one allocator process.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The install namespace: ServiceGroups are used only from here, node
+    /// Leases are read from here. `None` disables scoping and multi-pool.
+    pub namespace: Option<String>,
+    /// `DEFAULT_ANNOUNCER=PureLB`: also handle Services without a class.
+    pub default_announcer: bool,
+}
+
+/// Why the controller stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("lost leadership; stopping so that a new leader starts from the API's state")]
+    LostLeadership,
+    #[error("watch stream of {0} ended")]
+    WatchEnded(&'static str),
+}
+
+/// Everything that reaches the controller, in arrival order.
+enum Input {
+    Service(Event<Service>),
+    Group(Event<ServiceGroup>),
+    /// A node Lease changed (the store holds it).
+    Lease,
+    Retry(String),
+}
+
+/// A unit of work; equal items queued twice run once.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Work {
+    Service(String),
+    Deleted { key: String, allocated_from: Option<String> },
+    Config,
+}
+
+pub struct Controller {
+    client: Client,
+    settings: Settings,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    leadership: Leadership,
+    recorder: Recorder,
+    services: Store<Service>,
+    groups: Store<ServiceGroup>,
+    leases: Option<Store<Lease>>,
+    ipam: Ipam,
+    /// `metadata.generation` of each ServiceGroup last seen, so status writes
+    /// (which do not bump it) cause no reprocessing.
+    group_generations: HashMap<String, Option<i64>>,
+    queue: VecDeque<Work>,
+    queued: HashSet<Work>,
+    /// Consecutive failures per Service key, for the retry backoff.
+    failures: HashMap<String, u32>,
+    retry_tx: mpsc::UnboundedSender<Input>,
+    intake: groups::Intake,
+    status: groups::StatusWriter,
+    remote: remote::RemoteIpams,
+}
+
+impl Controller {
+    /// Watches and serves until an error ends it.
+    pub async fn run(
+        client: Client,
+        settings: Settings,
+        metrics: Arc<Metrics>,
+        health: Arc<Health>,
+        leadership: Leadership,
+    ) -> Result<(), Error> {
+        let (tx, mut inputs) = mpsc::unbounded_channel();
+        let services = watch(Api::<Service>::all(client.clone()), watcher::Config::default(), tx.clone(), Input::Service);
+        let groups = watch(Api::<ServiceGroup>::all(client.clone()), watcher::Config::default(), tx.clone(), Input::Group);
+        let leases = settings.namespace.as_deref().map(|ns| {
+            let config = watcher::Config::default();
+            watch(Api::<Lease>::namespaced(client.clone(), ns), config, tx.clone(), |_| Input::Lease)
+        });
+        let recorder = Recorder::new(client.clone(), "purelb-allocator".into());
+        let status = groups::StatusWriter::new(client.clone(), metrics.clone());
+        let mut controller = Controller {
+            remote: remote::RemoteIpams::new(metrics.clone()),
+            client,
+            settings,
+            metrics,
+            health,
+            leadership,
+            recorder,
+            services,
+            groups,
+            leases,
+            ipam: Ipam::empty(),
+            group_generations: HashMap::new(),
+            queue: VecDeque::new(),
+            queued: HashSet::new(),
+            failures: HashMap::new(),
+            retry_tx: tx,
+            intake: groups::Intake::default(),
+            status,
+        };
+        controller.wait_for_caches().await;
+        controller.leadership.clone().acquired().await;
+        tracing::info!(op = "startup", "caches synced and leading: rebuilding state from Services");
+        controller.load_config().await?;
+        controller.health.set_ready(true);
+        loop {
+            while let Some(work) = controller.queue.pop_front() {
+                controller.queued.remove(&work);
+                controller.process(work).await?;
+                // Take what arrived meanwhile before the next item, so a burst is
+                // deduplicated rather than processed once per event.
+                while let Ok(input) = inputs.try_recv() {
+                    controller.accept(input)?;
+                }
+            }
+            let input = inputs.recv().await.ok_or(Error::WatchEnded("controller inputs"))?;
+            controller.accept(input)?;
+        }
+    }
+
+    async fn wait_for_caches(&self) {
+        let _ = self.services.wait_until_ready().await;
+        let _ = self.groups.wait_until_ready().await;
+        if let Some(leases) = &self.leases {
+            let _ = leases.wait_until_ready().await;
+        }
+    }
+
+    fn enqueue(&mut self, work: Work) {
+        if self.queued.insert(work.clone()) {
+            self.queue.push_back(work);
+        }
+    }
+
+    fn enqueue_all_services(&mut self) {
+        let keys: Vec<String> = self.services.state().iter().map(|s| service::key(s)).collect();
+        keys.into_iter().for_each(|key| self.enqueue(Work::Service(key)));
+    }
+
+    /// Turns an input into work.
+    fn accept(&mut self, input: Input) -> Result<(), Error> {
+        match input {
+            Input::Service(Event::Apply(s) | Event::InitApply(s)) => self.enqueue(Work::Service(service::key(&s))),
+            Input::Service(Event::Delete(s)) => {
+                let allocated_from = s.annotations().get(purelb_api::annotations::ALLOCATED_FROM).cloned();
+                self.enqueue(Work::Deleted { key: service::key(&s), allocated_from });
+            }
+            // After a re-list the watcher reports no deletions: release what
+            // the IPAM holds for Services that are gone.
+            Input::Service(Event::InitDone) => {
+                let present: HashSet<String> = self.services.state().iter().map(|s| service::key(s)).collect();
+                for key in self.ipam.service_keys() {
+                    if !present.contains(&key) {
+                        self.enqueue(Work::Deleted { key, allocated_from: None });
+                    }
+                }
+            }
+            Input::Group(Event::Apply(g) | Event::InitApply(g) | Event::Delete(g)) => {
+                let id = format!("{}/{}", g.namespace().unwrap_or_default(), g.name_any());
+                let generation = g.metadata.generation;
+                let deleted = self.groups.get(&reflector::ObjectRef::from_obj(&g)).is_none();
+                let previous = if deleted {
+                    self.group_generations.remove(&id)
+                } else {
+                    self.group_generations.insert(id, generation)
+                };
+                if deleted || previous != Some(generation) {
+                    self.enqueue(Work::Config);
+                }
+            }
+            Input::Group(Event::Init | Event::InitDone) | Input::Service(Event::Init) => {}
+            // Lease changes only matter to multi-pool Services, which read the
+            // live subnets when they are next processed.
+            Input::Lease => {}
+            Input::Retry(key) => self.enqueue(Work::Service(key)),
+        }
+        Ok(())
+    }
+
+    async fn process(&mut self, work: Work) -> Result<(), Error> {
+        self.metrics.updates.inc();
+        match work {
+            Work::Config => self.load_config().await,
+            Work::Deleted { key, allocated_from } => {
+                let outcome = self.ipam.release_service(&key, allocated_from.as_deref());
+                self.remote.release(&self.ipam, &outcome).await;
+                self.publish_status(&outcome.touched).await;
+                self.failures.remove(&key);
+                // Freed space may let a refused Service through now (as upstream).
+                if !outcome.released.is_empty() {
+                    self.enqueue_all_services();
+                }
+                Ok(())
+            }
+            Work::Service(key) => self.process_service(&key).await,
+        }
+    }
+
+    async fn process_service(&mut self, key: &str) -> Result<(), Error> {
+        let Some(svc) = self.service(key) else {
+            // Deleted before we got to it; the Delete event releases it.
+            return Ok(());
+        };
+        let outcome = match handling(&svc, self.settings.default_announcer) {
+            Handling::Ignore => return Ok(()),
+            Handling::NotLoadBalancer(service_type) => {
+                self.ipam.release_not_load_balancer(&service::request(&svc), &service_type)
+            }
+            Handling::Allocate => {
+                let request = service::request(&svc);
+                let subnets = self.active_subnets();
+                let step = self.ipam.reconcile(&request, subnets.as_ref());
+                let mut outcome = self.remote.complete(&mut self.ipam, step).await;
+                if service::wants_re_evaluation(&svc) {
+                    outcome.annotations.insert(
+                        purelb_api::annotations::RE_EVALUATE,
+                        crate::ipam::AnnotationChange::Remove,
+                    );
+                }
+                outcome
+            }
+        };
+        self.write(key, &svc, outcome).await
+    }
+
+    fn service(&self, key: &str) -> Option<Arc<Service>> {
+        let (namespace, name) = key.split_once('/')?;
+        self.services.get(&reflector::ObjectRef::new(name).within(namespace))
+    }
+
+    /// The subnets of live node Leases, `None` without an install namespace.
+    fn active_subnets(&self) -> Option<BTreeSet<String>> {
+        let leases = self.leases.as_ref()?;
+        let now = k8s_openapi::jiff::Timestamp::now();
+        Some(
+            leases
+                .state()
+                .iter()
+                .filter(|lease| purelb_api::lease::node_name(&lease.name_any()).is_some())
+                .filter(|lease| purelb_api::lease::lease_is_live(lease, now))
+                .flat_map(|lease| purelb_api::lease::lease_subnets(lease))
+                .map(|subnet| subnet.spelling().to_owned())
+                .collect(),
+        )
+    }
+
+    /// Writes an outcome: annotations, then status, then events and metrics.
+    /// The brand goes on before the address, so a crash between the two leaves
+    /// an unbranded Service without an address, never an address the next
+    /// leader does not know about.
+    async fn write(&mut self, key: &str, svc: &Service, outcome: Outcome) -> Result<(), Error> {
+        if !self.leadership.is_leader() {
+            return Err(Error::LostLeadership);
+        }
+        for unknown in &outcome.unknown {
+            tracing::info!(op = "allocate", service = key, ip = %unknown, "unknown LoadBalancer IP: no pool found");
+        }
+        let written = writer::write_service(&self.client, svc, &outcome).await;
+        for event in &outcome.events {
+            writer::record(&self.recorder, svc, event).await;
+        }
+        for metric in &outcome.metrics {
+            self.metrics.count(metric);
+        }
+        self.publish_status(&outcome.touched).await;
+        let retry = match written {
+            Ok(()) => outcome.requeue,
+            Err(error) => {
+                tracing::warn!(op = "updateService", service = key, %error, "writing the Service failed; retrying");
+                true
+            }
+        };
+        if retry {
+            self.metrics.update_errors.inc();
+            self.schedule_retry(key);
+        } else {
+            self.failures.remove(key);
+        }
+        Ok(())
+    }
+
+    /// Exponential backoff per Service: 100 ms doubling to 5 minutes.
+    fn schedule_retry(&mut self, key: &str) {
+        let failures = self.failures.entry(key.to_owned()).or_insert(0);
+        let delay = Duration::from_millis(100).saturating_mul(1 << (*failures).min(12)).min(Duration::from_secs(300));
+        *failures = failures.saturating_add(1);
+        let tx = self.retry_tx.clone();
+        let key = key.to_owned();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = tx.send(Input::Retry(key));
+        });
+    }
+
+    /// A new ServiceGroup generation (spec §4.2, §4.3): parse, keep the old
+    /// one if nothing parses, otherwise replay every branded Service's
+    /// addresses before anything is allocated, then reprocess everything.
+    async fn load_config(&mut self) -> Result<(), Error> {
+        if !self.leadership.is_leader() {
+            return Err(Error::LostLeadership);
+        }
+        let groups = self.groups.state();
+        let (ipam, refusals) = self.intake.load(&self.settings, &groups, &self.metrics, &self.recorder).await;
+        let accepted = ipam.is_some();
+        if let Some(ipam) = ipam {
+            self.ipam = ipam;
+        } else {
+            self.metrics.update_errors.inc();
+            tracing::warn!(op = "setConfig", "No valid pools found; the previous configuration stays in force");
+        }
+        for refusal in refusals {
+            self.publish_refusal(refusal).await;
+        }
+        if !accepted {
+            return Ok(());
+        }
+        for svc in self.services.state() {
+            if handling(&svc, self.settings.default_announcer) == Handling::Allocate {
+                let request = service::request(&svc);
+                if request.branded && !request.ingress.is_empty() {
+                    for ip in self.ipam.notify(&request) {
+                        tracing::info!(op = "rebuild", service = %request.key, %ip, "unknown LoadBalancer IP: no pool found");
+                    }
+                }
+            }
+        }
+        self.metrics.config_loaded.set(1);
+        let names: BTreeSet<String> = self.ipam.group_names().map(str::to_owned).collect();
+        self.publish_status(&names).await;
+        self.enqueue_all_services();
+        Ok(())
+    }
+
+    /// A refused group's status says why, and whether its previous spec still serves.
+    async fn publish_refusal(&mut self, refusal: groups::Refusal) {
+        let group = &refusal.group;
+        let name = group.name_any();
+        let namespace = group.namespace().unwrap_or_default();
+        let (mut status, message) = if refusal.kept_previous {
+            let status = self.ipam.group_status(&name).map(|s| s.to_crd()).unwrap_or_default();
+            (status, format!("{}; the last accepted spec stays in force", refusal.message))
+        } else {
+            (Default::default(), refusal.message)
+        };
+        status.conditions = Some(vec![groups::ready_condition(group, false, "ParseFailed", message)]);
+        self.status.apply(&namespace, &name, status).await;
+    }
+
+    async fn publish_status(&mut self, names: &BTreeSet<String>) {
+        for name in names {
+            let Some(namespace) = self.ipam.group_namespace(name).map(str::to_owned) else {
+                continue;
+            };
+            let Some(mut status) = self.ipam.group_status(name) else {
+                continue;
+            };
+            if let Some(stats) = self.remote.external_stats(&self.ipam, name).await {
+                status = status.with_external_stats(&stats);
+            }
+            self.metrics.set_pool_gauges(name, &status);
+            let mut crd_status = status.to_crd();
+            if !self.intake.is_refused(&namespace, name) {
+                let group = self.groups.get(&reflector::ObjectRef::new(name).within(&namespace));
+                crd_status.conditions = group.map(|g| {
+                    vec![groups::ready_condition(&g, true, "Parsed", "ServiceGroup parsed successfully".to_owned())]
+                });
+            }
+            self.status.apply(&namespace, name, crd_status).await;
+        }
+    }
+}
+
+/// Runs a reflector for `api` and forwards its events, wrapped by `wrap`.
+fn watch<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    tx: mpsc::UnboundedSender<Input>,
+    wrap: fn(Event<K>) -> Input,
+) -> Store<K>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let stream = reflector::reflector(writer, watcher::watcher(api, config).default_backoff());
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(event) => {
+                    if tx.send(wrap(event)).is_err() {
+                        return;
+                    }
+                }
+                Err(error) => tracing::warn!(op = "watch", %error, "watch failed; retrying"),
+            }
+        }
+    });
+    reader
+}
