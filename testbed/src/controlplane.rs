@@ -130,6 +130,25 @@ impl ControlPlane {
         Ok(out)
     }
 
+    /// Applies every CRD in `dir` with server-side apply and waits until each
+    /// is Established. Idempotent, so every test may call it.
+    pub fn install_crds(&self, dir: &Path) -> anyhow::Result<()> {
+        self.kubectl(&[
+            OsStr::new("apply"),
+            OsStr::new("--server-side"),
+            OsStr::new("-f"),
+            dir.as_os_str(),
+        ])?;
+        self.kubectl(&[
+            OsStr::new("wait"),
+            OsStr::new("--for=condition=Established"),
+            OsStr::new("--timeout=60s"),
+            OsStr::new("-f"),
+            dir.as_os_str(),
+        ])?;
+        Ok(())
+    }
+
     /// The admin kubeconfig (server `https://127.0.0.1:<port>`).
     pub fn kubeconfig_path(&self) -> &Path {
         &self.kubeconfig_path

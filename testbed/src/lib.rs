@@ -4,6 +4,8 @@
 //!   (the Go helper in `kubeenv/`), one per test binary, a namespace per test.
 //! - [`netlab`]: network namespaces joined by veth pairs, with FRR, BIRD and
 //!   GoBGP started inside them.
+//! - [`process`]: the processes under test, bound to the test binary's life.
 
 pub mod controlplane;
 pub mod netlab;
+pub mod process;

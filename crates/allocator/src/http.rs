@@ -35,7 +35,11 @@ struct Shared {
 }
 
 /// Serves until the listener fails.
-pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>, health: Arc<Health>) -> std::io::Result<()> {
+pub async fn serve(
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+) -> std::io::Result<()> {
     let app = Router::new()
         .route("/metrics", get(render_metrics))
         .route("/healthz", get(|| async { "ok" }))
@@ -46,7 +50,10 @@ pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>, health: Arc<Health>)
 }
 
 async fn render_metrics(State(shared): State<Shared>) -> Result<String, StatusCode> {
-    shared.metrics.encode().map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)
+    shared
+        .metrics
+        .encode()
+        .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)
 }
 
 async fn readiness(State(shared): State<Shared>) -> (StatusCode, &'static str) {

@@ -9,9 +9,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ObjectMeta, PostParams};
 use tokio::sync::watch;
 
@@ -31,7 +31,11 @@ impl Timing {
     /// lease of `seconds` (client-go's 15 s / 2 s / 10 s, rounded to one rule).
     pub fn scaled(seconds: u64) -> Self {
         let lease_duration = Duration::from_secs(seconds);
-        Self { lease_duration, retry_period: lease_duration / 5, safety_margin: lease_duration / 5 }
+        Self {
+            lease_duration,
+            retry_period: lease_duration / 5,
+            safety_margin: lease_duration / 5,
+        }
     }
 }
 
@@ -44,7 +48,9 @@ pub struct Leadership {
 impl Leadership {
     /// True while this replica holds a Lease that no one else can take yet.
     pub fn is_leader(&self) -> bool {
-        self.term_ends.borrow().is_some_and(|end| Instant::now() < end)
+        self.term_ends
+            .borrow()
+            .is_some_and(|end| Instant::now() < end)
     }
 
     /// Waits until this replica leads.
@@ -58,7 +64,8 @@ impl Leadership {
 
     /// A leadership that is always held, for a single replica without election.
     pub fn always() -> Self {
-        let (tx, term_ends) = watch::channel(Some(Instant::now() + Duration::from_secs(u32::MAX.into())));
+        let (tx, term_ends) =
+            watch::channel(Some(Instant::now() + Duration::from_secs(u32::MAX.into())));
         // The sender is dropped: the value stays as it is forever.
         drop(tx);
         Self { term_ends }
@@ -97,12 +104,20 @@ pub fn spawn(api: Api<Lease>, name: String, identity: String, timing: Timing) ->
 }
 
 /// One round: `Ok(true)` when we hold the Lease after it.
-async fn try_acquire_or_renew(api: &Api<Lease>, name: &str, identity: &str, timing: Timing) -> Result<bool, kube::Error> {
+async fn try_acquire_or_renew(
+    api: &Api<Lease>,
+    name: &str,
+    identity: &str,
+    timing: Timing,
+) -> Result<bool, kube::Error> {
     let now = Timestamp::now();
     let seconds = i32::try_from(timing.lease_duration.as_secs()).unwrap_or(i32::MAX);
     let Some(mut lease) = api.get_opt(name).await? else {
         let lease = Lease {
-            metadata: ObjectMeta { name: Some(name.to_owned()), ..Default::default() },
+            metadata: ObjectMeta {
+                name: Some(name.to_owned()),
+                ..Default::default()
+            },
             spec: Some(LeaseSpec {
                 holder_identity: Some(identity.to_owned()),
                 lease_duration_seconds: Some(seconds),
@@ -141,9 +156,13 @@ async fn try_acquire_or_renew(api: &Api<Lease>, name: &str, identity: &str, timi
 
 /// Whether someone holds the Lease at `now`.
 fn is_held(spec: &LeaseSpec, now: Timestamp) -> bool {
-    let (Some(holder), Some(renewed), Some(seconds)) = (&spec.holder_identity, &spec.renew_time, spec.lease_duration_seconds)
-    else {
+    let (Some(holder), Some(renewed), Some(seconds)) = (
+        &spec.holder_identity,
+        &spec.renew_time,
+        spec.lease_duration_seconds,
+    ) else {
         return false;
     };
-    !holder.is_empty() && purelb_api::lease::is_live(renewed.0.as_microsecond(), seconds, now.as_microsecond())
+    !holder.is_empty()
+        && purelb_api::lease::is_live(renewed.0.as_microsecond(), seconds, now.as_microsecond())
 }

@@ -101,7 +101,11 @@ impl Metrics {
             registry: Registry::default(),
         };
         let registry = &mut metrics.registry;
-        registry.register("purelb_k8s_client_updates", "Work items processed", metrics.updates.clone());
+        registry.register(
+            "purelb_k8s_client_updates",
+            "Work items processed",
+            metrics.updates.clone(),
+        );
         registry.register(
             "purelb_k8s_client_update_errors",
             "Work items that failed, and rejected configurations",
@@ -167,11 +171,16 @@ impl Metrics {
 
     /// Counts one increment the IPAM asked for.
     pub fn count(&self, metric: &Metric) {
-        let pool = |pool: &str| PoolLabels { pool: pool.to_owned() };
+        let pool = |pool: &str| PoolLabels {
+            pool: pool.to_owned(),
+        };
         match metric {
             Metric::AllocationRejected { pool, reason } => {
                 self.allocation_rejected
-                    .get_or_create(&RejectLabels { pool: pool.clone(), reason: reason.as_str().to_owned() })
+                    .get_or_create(&RejectLabels {
+                        pool: pool.clone(),
+                        reason: reason.as_str().to_owned(),
+                    })
                     .inc();
             }
             Metric::MultipoolAllocation { pool: p } => {
@@ -188,10 +197,25 @@ impl Metrics {
 
     /// `purelb_address_pool_size` and `_addresses_in_use` for one group.
     pub fn set_pool_gauges(&self, pool: &str, status: &GroupStatus) {
-        let labels = PoolLabels { pool: pool.to_owned() };
+        let labels = PoolLabels {
+            pool: pool.to_owned(),
+        };
         let clamp = |n: u128| i64::try_from(n).unwrap_or(i64::MAX);
-        self.pool_size.get_or_create(&labels).set(clamp(status.size()));
-        self.addresses_in_use.get_or_create(&labels).set(clamp(status.in_use()));
+        self.pool_size
+            .get_or_create(&labels)
+            .set(clamp(status.size()));
+        self.addresses_in_use
+            .get_or_create(&labels)
+            .set(clamp(status.in_use()));
+    }
+
+    /// Forgets the gauges of a group that no longer exists.
+    pub fn remove_pool_gauges(&self, pool: &str) {
+        let labels = PoolLabels {
+            pool: pool.to_owned(),
+        };
+        self.pool_size.remove(&labels);
+        self.addresses_in_use.remove(&labels);
     }
 
     /// The text exposition format served on `/metrics`.

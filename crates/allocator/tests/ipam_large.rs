@@ -9,12 +9,19 @@ use purelb_api::pool::IpFamily;
 use serde_json::json;
 
 fn v6(name: &str) -> ServiceRequest {
-    ServiceRequest { families: vec![IpFamily::V6], ..svc("ns", name) }
+    ServiceRequest {
+        families: vec![IpFamily::V6],
+        ..svc("ns", name)
+    }
 }
 
 #[test]
 fn a_slash_64() {
-    let mut ipam = ipam(&[remote("default", &[], &[("fd00:1:2:3::/64", "fd00:1:2:3::/64")])]);
+    let mut ipam = ipam(&[remote(
+        "default",
+        &[],
+        &[("fd00:1:2:3::/64", "fd00:1:2:3::/64")],
+    )]);
     let n = 20_000u32;
     for i in 0..n {
         let out = run(&mut ipam, &v6(&format!("s{i}")));
@@ -51,8 +58,16 @@ fn a_slash_64() {
 #[test]
 fn all_of_ipv6() {
     let mut ipam = ipam(&[
-        group(NS, "default", json!({"remote": {"v6pool": {"pool": "::/0", "subnet": "::/0"}}})),
-        group(NS, "v4", json!({"remote": {"v4pool": {"pool": "0.0.0.0/0", "subnet": "0.0.0.0/0"}}})),
+        group(
+            NS,
+            "default",
+            json!({"remote": {"v6pool": {"pool": "::/0", "subnet": "::/0"}}}),
+        ),
+        group(
+            NS,
+            "v4",
+            json!({"remote": {"v4pool": {"pool": "0.0.0.0/0", "subnet": "0.0.0.0/0"}}}),
+        ),
     ]);
     for i in 0..5_000 {
         run(&mut ipam, &v6(&format!("s{i}")));
@@ -72,20 +87,31 @@ fn all_of_ipv6() {
     // A mapped address is IPv4: it belongs to the IPv4 group, not to ::/0.
     assert_eq!(ipam.group_of(ip("::ffff:1.2.3.4")), Some("v4"));
     assert_eq!(ipam.group_of(ip("::1")), Some("default"));
-    let v4 = ServiceRequest { service_group: Some("v4".into()), ..svc("ns", "v4") };
+    let v4 = ServiceRequest {
+        service_group: Some("v4".into()),
+        ..svc("ns", "v4")
+    };
     assert_eq!(run(&mut ipam, &v4).ingress, ips(&["0.0.0.0"]));
     for i in 0..5_000 {
         ipam.release_service(&format!("ns/s{i}"), None);
     }
     ipam.release_service("ns/top", None);
     assert_eq!(ipam.group_status("default").unwrap().allocated_v6, 0);
-    assert_eq!(ipam.snapshot().usage["default"].free[0].len(), 2, "free around the mapped block");
+    assert_eq!(
+        ipam.snapshot().usage["default"].free[0].len(),
+        2,
+        "free around the mapped block"
+    );
     ipam.check_invariants().unwrap();
 }
 
 #[test]
 fn ipv6_ranges_spanning_the_mapped_block_skip_it() {
-    let mut ipam = ipam(&[remote("default", &[], &[("::fffe:ffff:ffff-::1:0:0:1", "::/64")])]);
+    let mut ipam = ipam(&[remote(
+        "default",
+        &[],
+        &[("::fffe:ffff:ffff-::1:0:0:1", "::/64")],
+    )]);
     assert_eq!(ipam.group_status("default").unwrap().size_v6, Some(3));
     let mut got = Vec::new();
     for i in 0..3 {
@@ -93,6 +119,9 @@ fn ipv6_ranges_spanning_the_mapped_block_skip_it() {
     }
     assert_eq!(got, ips(&["::fffe:ffff:ffff", "::1:0:0:0", "::1:0:0:1"]));
     let out = run(&mut ipam, &v6("full"));
-    assert_eq!(failure(&out), "pool \"default\" exhausted: no available addresses for ns/full");
+    assert_eq!(
+        failure(&out),
+        "pool \"default\" exhausted: no available addresses for ns/full"
+    );
     ipam.check_invariants().unwrap();
 }

@@ -22,10 +22,17 @@ fn groups() -> Vec<GroupInput> {
     vec![
         local(
             "default",
-            &[("10.0.0.0/30", "10.0.0.0/24"), ("10.0.1.0/31", "10.0.1.0/24")],
+            &[
+                ("10.0.0.0/30", "10.0.0.0/24"),
+                ("10.0.1.0/31", "10.0.1.0/24"),
+            ],
             &[("fd00::/126", "fd00::/64"), ("fd00:1::/127", "fd00:1::/64")],
         ),
-        remote("bgp", &[("10.1.0.0/31", "10.1.0.0/24")], &[("fd01::/127", "fd01::/64")]),
+        remote(
+            "bgp",
+            &[("10.1.0.0/31", "10.1.0.0/24")],
+            &[("fd01::/127", "fd01::/64")],
+        ),
     ]
 }
 
@@ -103,13 +110,18 @@ fn fresh(svc: usize, key: usize, mask: u8) -> ServiceRequest {
     }
 }
 
-/// Every family asked for has an address, and the Service is branded.
+/// Branded, with an address of every family asked for and of no other (a
+/// pinned address of another family is released on the next reconcile).
 fn complete(req: &ServiceRequest) -> bool {
     req.branded
         && req
             .families
             .iter()
             .all(|f| req.ingress.iter().any(|ip| IpFamily::of(*ip) == *f))
+        && req
+            .ingress
+            .iter()
+            .all(|ip| req.families.contains(&IpFamily::of(*ip)))
 }
 
 fn rebuild(model: &[Option<ServiceRequest>]) -> Ipam {
@@ -124,11 +136,8 @@ fn rebuild(model: &[Option<ServiceRequest>]) -> Ipam {
 
 fn check(ipam: &Ipam, model: &[Option<ServiceRequest>]) -> Result<(), TestCaseError> {
     ipam.check_invariants().map_err(TestCaseError::fail)?;
-    let by_key: BTreeMap<String, &ServiceRequest> = model
-        .iter()
-        .flatten()
-        .map(|r| (r.key.clone(), r))
-        .collect();
+    let by_key: BTreeMap<String, &ServiceRequest> =
+        model.iter().flatten().map(|r| (r.key.clone(), r)).collect();
     let snap = ipam.snapshot();
     for (ip, state) in &snap.addresses {
         // Inside the group it is booked under.
@@ -153,7 +162,11 @@ fn check(ipam: &Ipam, model: &[Option<ServiceRequest>]) -> Result<(), TestCaseEr
     }
     // Each Service holds exactly its ingress addresses.
     for req in model.iter().flatten() {
-        let held: BTreeSet<IpAddr> = ipam.holdings(&req.key).into_iter().map(|(ip, _)| ip).collect();
+        let held: BTreeSet<IpAddr> = ipam
+            .holdings(&req.key)
+            .into_iter()
+            .map(|(ip, _)| ip)
+            .collect();
         let ingress: BTreeSet<IpAddr> = req.ingress.iter().copied().collect();
         prop_assert_eq!(held, ingress, "{}", req.key);
     }
@@ -165,7 +178,13 @@ fn run_ops(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let mut model: Vec<Option<ServiceRequest>> = vec![None; SERVICES];
     for op in ops {
         match op {
-            Op::Allocate { svc, families: f, bgp, key, ports } => {
+            Op::Allocate {
+                svc,
+                families: f,
+                bgp,
+                key,
+                ports,
+            } => {
                 let mut req = match &model[svc] {
                     Some(r) if !r.ingress.is_empty() => r.clone(),
                     _ => {
@@ -182,7 +201,12 @@ fn run_ops(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 }
                 model[svc] = Some(next);
             }
-            Op::Pin { svc, pin, key, ports } => {
+            Op::Pin {
+                svc,
+                pin,
+                key,
+                ports,
+            } => {
                 if model[svc].as_ref().is_some_and(|r| !r.ingress.is_empty()) {
                     continue;
                 }
@@ -217,7 +241,15 @@ fn run_ops(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     }
                 }
                 check(&ipam, &model)?;
-                if complete(&req) {
+                // Pins the Service did not hold may be someone else's now.
+                let pins_held = match &req.addresses {
+                    Some(SpecificAddresses {
+                        addresses: Ok(pins),
+                        ..
+                    }) => pins.iter().all(|p| req.ingress.contains(p)),
+                    _ => true,
+                };
+                if complete(&req) && pins_held {
                     // The same request again must succeed: what it held is
                     // free again, or still shared compatibly.
                     let again = ServiceRequest {

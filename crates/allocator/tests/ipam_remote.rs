@@ -16,18 +16,36 @@ use serde_json::json;
 fn setup() -> Ipam {
     ipam(&[
         local("default", &[("192.168.1.240/29", "192.168.1.0/24")], &[]),
-        group(NS, "ext", json!({"external": {"provider": "infoblox", "announce": "local"}})),
-        group(NS, "ext2", json!({"external": {"provider": "p2", "socket": "/run/x.sock", "announce": "remote"}})),
-        group(NS, "nb", json!({"netbox": {"url": "https://netbox.example", "tenant": "lb"}})),
+        group(
+            NS,
+            "ext",
+            json!({"external": {"provider": "infoblox", "announce": "local"}}),
+        ),
+        group(
+            NS,
+            "ext2",
+            json!({"external": {"provider": "p2", "socket": "/run/x.sock", "announce": "remote"}}),
+        ),
+        group(
+            NS,
+            "nb",
+            json!({"netbox": {"url": "https://netbox.example", "tenant": "lb"}}),
+        ),
     ])
 }
 
 fn ext(name: &str) -> ServiceRequest {
-    ServiceRequest { service_group: Some("ext".into()), ..svc("ns", name) }
+    ServiceRequest {
+        service_group: Some("ext".into()),
+        ..svc("ns", name)
+    }
 }
 
 fn nb(name: &str) -> ServiceRequest {
-    ServiceRequest { service_group: Some("nb".into()), ..svc("ns", name) }
+    ServiceRequest {
+        service_group: Some("nb".into()),
+        ..svc("ns", name)
+    }
 }
 
 fn answer(list: &[&str]) -> Result<Vec<std::net::IpAddr>, RemoteError> {
@@ -63,7 +81,9 @@ fn external_allocation() {
     assert_eq!(out.ingress, ips(&["10.5.0.1"]));
     assert_eq!(
         messages(&out),
-        vec!["Normal AddressAssigned Assigned {Ingress:[{IP:10.5.0.1 Hostname: IPMode:VIP Ports:[]}]} from pool ext"]
+        vec![
+            "Normal AddressAssigned Assigned {Ingress:[{IP:10.5.0.1 Hostname: IPMode:VIP Ports:[]}]} from pool ext"
+        ]
     );
     assert_eq!(out.annotation(ALLOCATED_FROM), Some("ext"));
     assert_eq!(out.annotation(POOL_TYPE), Some("local"));
@@ -75,17 +95,42 @@ fn external_allocation() {
 #[test]
 fn external_errors() {
     let mut ipam = setup();
-    let out = external(&mut ipam, &ext("s"), Err(RemoteError { message: "rpc error: code = Unavailable".into(), retryable: true }));
+    let out = external(
+        &mut ipam,
+        &ext("s"),
+        Err(RemoteError {
+            message: "rpc error: code = Unavailable".into(),
+            retryable: true,
+        }),
+    );
     assert!(out.requeue);
     assert_eq!(
         messages(&out),
-        vec!["Warning AllocationFailed Failed to allocate IP for \"ns/s\": rpc error: code = Unavailable"]
+        vec![
+            "Warning AllocationFailed Failed to allocate IP for \"ns/s\": rpc error: code = Unavailable"
+        ]
     );
-    assert_eq!(out.metrics, vec![Metric::AllocationRejected { pool: "ext".into(), reason: RejectReason::Other }]);
-    let out = external(&mut ipam, &ext("s"), Err(RemoteError { message: "exhausted".into(), retryable: false }));
+    assert_eq!(
+        out.metrics,
+        vec![Metric::AllocationRejected {
+            pool: "ext".into(),
+            reason: RejectReason::Other
+        }]
+    );
+    let out = external(
+        &mut ipam,
+        &ext("s"),
+        Err(RemoteError {
+            message: "exhausted".into(),
+            retryable: false,
+        }),
+    );
     assert!(!out.requeue);
     let out = external(&mut ipam, &ext("s"), answer(&[]));
-    assert_eq!(failure(&out), "sidecar infoblox returned no IPs and no error");
+    assert_eq!(
+        failure(&out),
+        "sidecar infoblox returned no IPs and no error"
+    );
     let out = external(&mut ipam, &ext("s"), answer(&[]));
     assert!(out.ingress.is_empty());
     assert!(ipam.holdings("ns/s").is_empty());
@@ -98,14 +143,22 @@ fn external_family_transitions() {
     let s = apply(&ext("s"), &out);
     // Single -> dual asks for the missing family only; an answer repeating
     // the existing address (idempotent sidecar) does not duplicate it.
-    let dual = ServiceRequest { families: vec![IpFamily::V4, IpFamily::V6], ..s };
-    let Step::External(pending) = ipam.reconcile(&dual, None) else { panic!() };
+    let dual = ServiceRequest {
+        families: vec![IpFamily::V4, IpFamily::V6],
+        ..s
+    };
+    let Step::External(pending) = ipam.reconcile(&dual, None) else {
+        panic!()
+    };
     assert!(!pending.allocate.want_ipv4 && pending.allocate.want_ipv6);
     let out = ipam.complete_external(pending, answer(&["10.5.0.1", "fd05::1"]));
     assert_eq!(out.ingress, ips(&["10.5.0.1", "fd05::1"]));
     let d = apply(&dual, &out);
     // Dual -> single: the IPv6 address is released at the sidecar.
-    let single = ServiceRequest { families: vec![IpFamily::V4], ..d };
+    let single = ServiceRequest {
+        families: vec![IpFamily::V4],
+        ..d
+    };
     let out = run(&mut ipam, &single);
     assert_eq!(out.ingress, ips(&["10.5.0.1"]));
     assert_eq!(
@@ -120,8 +173,17 @@ fn external_family_transitions() {
     // After a restart (nothing recorded) the release goes by allocated-from.
     assert_eq!(single.ingress, ips(&["10.5.0.1", "fd05::1"]));
     let mut fresh = setup();
-    let out = run(&mut fresh, &ServiceRequest { branded: false, ..single });
-    assert_eq!(out.external_releases[0].target, ReleaseTarget::Ip(ip("fd05::1")));
+    let out = run(
+        &mut fresh,
+        &ServiceRequest {
+            branded: false,
+            ..single
+        },
+    );
+    assert_eq!(
+        out.external_releases[0].target,
+        ReleaseTarget::Ip(ip("fd05::1"))
+    );
 }
 
 #[test]
@@ -130,7 +192,10 @@ fn external_release_routing() {
     let out = external(&mut ipam, &ext("s"), answer(&["10.5.0.1"]));
     assert!(out.is_ok());
     let groups = |out: &Outcome| -> Vec<String> {
-        out.external_releases.iter().map(|r| r.group.clone()).collect()
+        out.external_releases
+            .iter()
+            .map(|r| r.group.clone())
+            .collect()
     };
     // Known holdings and the named group.
     let out = ipam.release_service("ns/s", Some("ext"));
@@ -145,8 +210,13 @@ fn external_release_routing() {
     assert!(out.external_releases.is_empty());
     // A fresh allocation for a Service that names an external group releases
     // there first.
-    let req = ServiceRequest { allocated_from: Some("ext".into()), ..ext("u") };
-    let Step::External(pending) = ipam.reconcile(&req, None) else { panic!() };
+    let req = ServiceRequest {
+        allocated_from: Some("ext".into()),
+        ..ext("u")
+    };
+    let Step::External(pending) = ipam.reconcile(&req, None) else {
+        panic!()
+    };
     assert_eq!(pending.releases_first().len(), 1);
 }
 
@@ -162,7 +232,10 @@ fn external_rebuild() {
     assert!(ipam.notify(&s).is_empty());
     assert_eq!(ipam.holdings("ns/s"), vec![(ip("10.5.0.1"), "ext")]);
     // Incremental multi-pool on an external address is refused, as such.
-    let mp = ServiceRequest { multi_pool: Some("true".into()), ..s };
+    let mp = ServiceRequest {
+        multi_pool: Some("true".into()),
+        ..s
+    };
     let out = done(ipam.reconcile(&mp, Some(&active(&[]))));
     assert_eq!(
         failure(&out),
@@ -170,7 +243,10 @@ fn external_rebuild() {
     );
     assert_eq!(
         out.metrics,
-        vec![Metric::AllocationRejected { pool: "ext".into(), reason: RejectReason::MultipoolRefused }]
+        vec![Metric::AllocationRejected {
+            pool: "ext".into(),
+            reason: RejectReason::MultipoolRefused
+        }]
     );
 }
 
@@ -184,8 +260,21 @@ fn netbox_pending(ipam: &mut Ipam, req: &ServiceRequest) -> NetboxPending {
 #[test]
 fn netbox_allocation_and_status() {
     let mut ipam = setup();
-    let pending = netbox_pending(&mut ipam, &ServiceRequest { families: vec![IpFamily::V6, IpFamily::V4], ..nb("s") });
-    assert_eq!((pending.group.as_str(), pending.url.as_str(), pending.tenant.as_str()), ("nb", "https://netbox.example", "lb"));
+    let pending = netbox_pending(
+        &mut ipam,
+        &ServiceRequest {
+            families: vec![IpFamily::V6, IpFamily::V4],
+            ..nb("s")
+        },
+    );
+    assert_eq!(
+        (
+            pending.group.as_str(),
+            pending.url.as_str(),
+            pending.tenant.as_str()
+        ),
+        ("nb", "https://netbox.example", "lb")
+    );
     assert_eq!(pending.families, vec![IpFamily::V6, IpFamily::V4]);
     assert_eq!(pending.service, "ns/s");
     let out = ipam.complete_netbox(pending, Ok(ips(&["fd07::1", "10.7.0.1"])));
@@ -194,7 +283,14 @@ fn netbox_allocation_and_status() {
     assert_eq!(out.annotation(POOL_TYPE), Some("remote"));
     assert_eq!(out.annotation(ALLOCATED_FROM), Some("nb"));
     let status = ipam.group_status("nb").unwrap();
-    assert_eq!((status.ipam.as_str(), status.allocated_v4, status.allocated_v6), ("Netbox", 1, 1));
+    assert_eq!(
+        (
+            status.ipam.as_str(),
+            status.allocated_v4,
+            status.allocated_v6
+        ),
+        ("Netbox", 1, 1)
+    );
     assert_eq!(status.size_v4, None);
     let rel = ipam.release_service("ns/s", Some("nb"));
     assert_eq!(rel.released.len(), 2);
@@ -208,20 +304,45 @@ fn netbox_answers_are_checked() {
     run(&mut ipam, &svc("ns", "local"));
     let pending = netbox_pending(&mut ipam, &nb("a"));
     let out = ipam.complete_netbox(pending, Ok(ips(&["192.168.1.240"])));
-    assert_eq!(failure(&out), "address 192.168.1.240 from Netbox is inside ServiceGroup \"default\"");
+    assert_eq!(
+        failure(&out),
+        "address 192.168.1.240 from Netbox is inside ServiceGroup \"default\""
+    );
     // The unused address goes back to Netbox.
-    assert_eq!(out.released, vec![Released { ip: ip("192.168.1.240"), group: "nb".into(), freed: true }]);
+    assert_eq!(
+        out.released,
+        vec![Released {
+            ip: ip("192.168.1.240"),
+            group: "nb".into(),
+            freed: true
+        }]
+    );
     let pending = netbox_pending(&mut ipam, &nb("a"));
     let out = ipam.complete_netbox(pending, Ok(ips(&["10.7.0.1", "fd07::1"])));
-    assert_eq!(failure(&out), "Netbox returned fd07::1, which the Service did not ask for");
+    assert_eq!(
+        failure(&out),
+        "Netbox returned fd07::1, which the Service did not ask for"
+    );
     assert!(out.ingress.is_empty());
     assert!(ipam.holdings("ns/a").is_empty());
     assert_eq!(out.released.len(), 2);
-    let pending = netbox_pending(&mut ipam, &ServiceRequest { families: vec![IpFamily::V4, IpFamily::V6], ..nb("a") });
+    let pending = netbox_pending(
+        &mut ipam,
+        &ServiceRequest {
+            families: vec![IpFamily::V4, IpFamily::V6],
+            ..nb("a")
+        },
+    );
     let out = ipam.complete_netbox(pending, Ok(ips(&["10.7.0.1"])));
     assert_eq!(failure(&out), "Netbox returned no IPv6 address");
     let pending = netbox_pending(&mut ipam, &nb("a"));
-    let out = ipam.complete_netbox(pending, Err(RemoteError { message: "netbox: connect: refused".into(), retryable: true }));
+    let out = ipam.complete_netbox(
+        pending,
+        Err(RemoteError {
+            message: "netbox: connect: refused".into(),
+            retryable: true,
+        }),
+    );
     assert!(out.requeue);
     ipam.check_invariants().unwrap();
 }
@@ -241,7 +362,10 @@ fn netbox_sharing() {
     let out = run(&mut ipam, &keyed("b", 443));
     assert_eq!(out.ingress, ips(&["10.7.0.1"]));
     let out = run(&mut ipam, &keyed("c", 80));
-    assert_eq!(failure(&out), "port TCP/80 on \"10.7.0.1\" is already in use by ns/a");
+    assert_eq!(
+        failure(&out),
+        "port TCP/80 on \"10.7.0.1\" is already in use by ns/a"
+    );
     // Netbox handing out a used address to a Service without the key.
     let pending = netbox_pending(&mut ipam, &nb("d"));
     let out = ipam.complete_netbox(pending, Ok(ips(&["10.7.0.1"])));
@@ -250,7 +374,16 @@ fn netbox_sharing() {
     let rel = ipam.release_service("ns/a", None);
     assert!(rel.released.iter().any(|r| r.group == "nb" && !r.freed));
     // Multi-pool is not for Netbox groups.
-    let out = run(&mut ipam, &ServiceRequest { multi_pool: Some("true".into()), ..nb("e") });
-    assert_eq!(failure(&out), "multi-pool allocation is not supported for Netbox pools");
+    let out = run(
+        &mut ipam,
+        &ServiceRequest {
+            multi_pool: Some("true".into()),
+            ..nb("e")
+        },
+    );
+    assert_eq!(
+        failure(&out),
+        "multi-pool allocation is not supported for Netbox pools"
+    );
     ipam.check_invariants().unwrap();
 }

@@ -2,8 +2,6 @@
 //! apply unchanged, the validation rules reject what the spec says with its
 //! messages, and kubectl prints the spec's columns.
 
-use std::time::Duration;
-
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams};
@@ -11,30 +9,12 @@ use kube::{Client, Resource};
 use purelb_api::crd::{BGPConfiguration, BGPNodeStatus, LBNodeAgent, ServiceGroup};
 use serde_json::{Value, json};
 
-/// Applies every CRD (idempotent) and waits until each is Established.
-async fn install_crds(client: &Client) -> Vec<String> {
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let apply = PatchParams::apply("purelb-crd-test").force();
-    let mut names = Vec::new();
-    for crd in purelb_api::crd::all().expect("CRDs serialise") {
-        let name = crd.metadata.name.clone().expect("CRDs are named");
-        crds.patch(&name, &apply, &Patch::Apply(&crd))
-            .await
-            .expect("CRD applies");
-        names.push(name);
-    }
-    for name in &names {
-        let established = kube::runtime::wait::await_condition(
-            crds.clone(),
-            name,
-            kube::runtime::conditions::is_crd_established(),
-        );
-        tokio::time::timeout(Duration::from_secs(30), established)
-            .await
-            .unwrap_or_else(|_| panic!("{name} not Established within 30s"))
-            .expect("watching the CRD works");
-    }
-    names
+/// Applies every CRD of `deploy/crds` (idempotent) and waits until each is Established.
+fn install_crds() {
+    let dir = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/crds"));
+    testbed::controlplane::shared()
+        .install_crds(dir)
+        .expect("CRDs install and become Established");
 }
 
 fn resource_of(kind: &str) -> ApiResource {
@@ -75,7 +55,21 @@ async fn all_four_crds_install_and_become_established() {
         .client()
         .await
         .expect("client");
-    let mut names = install_crds(&client).await;
+    install_crds();
+    let crds: Api<CustomResourceDefinition> = Api::all(client);
+    let mut names = Vec::new();
+    for crd in purelb_api::crd::all().expect("CRDs serialise") {
+        let name = crd.metadata.name.expect("CRDs are named");
+        let stored = crds.get(&name).await.expect("CRD installed");
+        let conditions = stored.status.and_then(|s| s.conditions).unwrap_or_default();
+        assert!(
+            conditions
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True"),
+            "{name} is Established"
+        );
+        names.push(name);
+    }
     names.sort();
     assert_eq!(
         names,
@@ -92,7 +86,7 @@ async fn all_four_crds_install_and_become_established() {
 async fn every_upstream_sample_applies_unchanged() {
     let cp = testbed::controlplane::shared();
     let client = cp.client().await.expect("client");
-    install_crds(&client).await;
+    install_crds();
     let ns = cp.test_namespace("samples").await.expect("namespace");
     let samples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/compat");
     let mut applied = 0;
@@ -176,7 +170,7 @@ fn v4_local() -> Value {
 async fn validation_rejects_what_the_spec_rejects_with_its_messages() {
     let cp = testbed::controlplane::shared();
     let client = cp.client().await.expect("client");
-    install_crds(&client).await;
+    install_crds();
     let ns = cp.test_namespace("validation").await.expect("namespace");
     let one_of = "exactly one of local, remote, netbox or external must be specified";
     let pool = |aggregation: &str| {
@@ -404,7 +398,7 @@ async fn validation_rejects_what_the_spec_rejects_with_its_messages() {
 async fn schema_defaults_are_the_specs() {
     let cp = testbed::controlplane::shared();
     let client = cp.client().await.expect("client");
-    install_crds(&client).await;
+    install_crds();
     let ns = cp.test_namespace("defaults").await.expect("namespace");
 
     let agent = dry_run(
@@ -471,7 +465,7 @@ fn header(output: &str) -> Vec<String> {
 async fn kubectl_prints_the_specs_columns() {
     let cp = testbed::controlplane::shared();
     let client = cp.client().await.expect("client");
-    install_crds(&client).await;
+    install_crds();
     let ns = cp.test_namespace("columns").await.expect("namespace");
     let status_apply = PatchParams::apply("purelb-allocator").force();
 

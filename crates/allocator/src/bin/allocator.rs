@@ -33,7 +33,11 @@ struct Args {
     #[arg(long, env = "PURELB_NAMESPACE")]
     namespace: Option<String>,
     /// `PureLB` makes this allocator handle Services without a loadBalancerClass.
-    #[arg(long = "default-announcer", env = "DEFAULT_ANNOUNCER", default_value = "")]
+    #[arg(
+        long = "default-announcer",
+        env = "DEFAULT_ANNOUNCER",
+        default_value = ""
+    )]
     default_announcer: String,
     /// `debug` for debug logs; anything else is info.
     #[arg(long = "log-level", env = "PURELB_LOG_LEVEL", default_value = "info")]
@@ -58,12 +62,21 @@ async fn main() -> anyhow::Result<()> {
 
     let client = client(args.kubeconfig.as_deref()).await?;
     let namespace = args.namespace.filter(|ns| !ns.is_empty()).or_else(|| {
-        std::fs::read_to_string(SERVICE_ACCOUNT_NAMESPACE).ok().map(|ns| ns.trim().to_owned()).filter(|ns| !ns.is_empty())
+        std::fs::read_to_string(SERVICE_ACCOUNT_NAMESPACE)
+            .ok()
+            .map(|ns| ns.trim().to_owned())
+            .filter(|ns| !ns.is_empty())
     });
     if namespace.is_none() {
-        tracing::warn!(op = "startup", "install namespace unknown: ServiceGroup scoping and multi-pool are off");
+        tracing::warn!(
+            op = "startup",
+            "install namespace unknown: ServiceGroup scoping and multi-pool are off"
+        );
     }
-    let settings = Settings { namespace: namespace.clone(), default_announcer: args.default_announcer == "PureLB" };
+    let settings = Settings {
+        namespace: namespace.clone(),
+        default_announcer: args.default_announcer == "PureLB",
+    };
 
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::default());
@@ -73,10 +86,20 @@ async fn main() -> anyhow::Result<()> {
     let leadership = match (args.leader_elect, namespace) {
         (true, Some(ns)) => {
             let identity = args.identity.unwrap_or_else(hostname);
-            let timing = Timing { lease_duration: Duration::from_secs(args.lease_duration), ..Timing::scaled(args.lease_duration) };
-            leader::spawn(Api::<Lease>::namespaced(client.clone(), &ns), "purelb-allocator".to_owned(), identity, timing)
+            let timing = Timing {
+                lease_duration: Duration::from_secs(args.lease_duration),
+                ..Timing::scaled(args.lease_duration)
+            };
+            leader::spawn(
+                Api::<Lease>::namespaced(client.clone(), &ns),
+                "purelb-allocator".to_owned(),
+                identity,
+                timing,
+            )
         }
-        (true, None) => anyhow::bail!("--leader-elect needs the install namespace (--namespace or PURELB_NAMESPACE)"),
+        (true, None) => anyhow::bail!(
+            "--leader-elect needs the install namespace (--namespace or PURELB_NAMESPACE)"
+        ),
         (false, _) => Leadership::always(),
     };
 
@@ -95,28 +118,38 @@ async fn main() -> anyhow::Result<()> {
 async fn client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {
     let config = match kubeconfig {
         Some(path) => {
-            let file = Kubeconfig::read_from(path).with_context(|| format!("--kubeconfig {}", path.display()))?;
+            let file = Kubeconfig::read_from(path)
+                .with_context(|| format!("--kubeconfig {}", path.display()))?;
             kube::Config::from_custom_kubeconfig(file, &KubeConfigOptions::default()).await?
         }
-        None => kube::Config::infer().await.context("no --kubeconfig and no in-cluster configuration")?,
+        None => kube::Config::infer()
+            .await
+            .context("no --kubeconfig and no in-cluster configuration")?,
     };
     Ok(kube::Client::try_from(config)?)
 }
 
 fn init_logging(level: &str) {
     let filter = if level == "debug" { "debug" } else { "info" };
-    tracing_subscriber::fmt().json().with_env_filter(filter).with_current_span(false).init();
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(filter)
+        .with_current_span(false)
+        .init();
 }
 
 fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "allocator".to_owned())
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "allocator".to_owned())
 }
 
 async fn shutdown_signal() {
-    let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(signal) => signal,
-        Err(_) => return std::future::pending().await,
-    };
+    let mut terminate =
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(_) => return std::future::pending().await,
+        };
     tokio::select! {
         _ = terminate.recv() => {}
         _ = tokio::signal::ctrl_c() => {}

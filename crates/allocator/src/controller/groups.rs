@@ -5,13 +5,12 @@ use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::events::Recorder;
 use kube::{Client, Resource, ResourceExt};
 use purelb_api::crd::{ServiceGroup, ServiceGroupSpec, ServiceGroupStatus};
 use serde_json::json;
 
 use super::Settings;
-use super::writer;
+use super::events::EventRecorder;
 use crate::ipam::{GroupInput, GroupResult, Ipam};
 use crate::metrics::{GroupLabels, KindLabel, Metrics};
 
@@ -44,7 +43,7 @@ impl Intake {
         settings: &Settings,
         groups: &[Arc<ServiceGroup>],
         metrics: &Metrics,
-        recorder: &Recorder,
+        recorder: &mut EventRecorder,
     ) -> (Option<Ipam>, Vec<Refusal>) {
         let id = |g: &ServiceGroup| (g.namespace().unwrap_or_default(), g.name_any());
         let inputs = |substitute: &dyn Fn(&ServiceGroup) -> ServiceGroupSpec| -> Vec<GroupInput> {
@@ -52,7 +51,11 @@ impl Intake {
                 .iter()
                 .map(|g| {
                     let (namespace, name) = id(g);
-                    GroupInput { namespace, name, spec: substitute(g) }
+                    GroupInput {
+                        namespace,
+                        name,
+                        spec: substitute(g),
+                    }
                 })
                 .collect()
         };
@@ -68,7 +71,11 @@ impl Intake {
         let (ipam, report) = if can_substitute {
             Ipam::from_groups(
                 namespace,
-                &inputs(&|g| match failed.contains(&id(g)).then(|| self.last_good.get(&id(g))).flatten() {
+                &inputs(&|g| match failed
+                    .contains(&id(g))
+                    .then(|| self.last_good.get(&id(g)))
+                    .flatten()
+                {
                     Some(previous) => previous.clone(),
                     None => g.spec.clone(),
                 }),
@@ -80,22 +87,30 @@ impl Intake {
         metrics.out_of_scope.clear();
         let mut refusals = Vec::new();
         for result in &first_report.groups {
-            let Some(group) = groups.iter().find(|g| id(g) == (result.namespace.clone(), result.name.clone())) else {
+            let Some(group) = groups
+                .iter()
+                .find(|g| id(g) == (result.namespace.clone(), result.name.clone()))
+            else {
                 continue;
             };
-            let final_result = report.groups.iter().find(|r| r.namespace == result.namespace && r.name == result.name);
-            writer::record_on(recorder, &group.object_ref(&()), &result.event).await;
+            let final_result = report
+                .groups
+                .iter()
+                .find(|r| r.namespace == result.namespace && r.name == result.name);
+            recorder.record(&group.object_ref(&()), &result.event).await;
             match &result.result {
                 GroupResult::OutOfScope => {
                     let labels = GroupLabels {
                         namespace: result.namespace.clone(),
                         name: result.name.clone(),
-                        kind: KindLabel { r#type: result.kind.as_str().to_owned() },
+                        kind: KindLabel {
+                            r#type: result.kind.as_str().to_owned(),
+                        },
                     };
                     metrics.out_of_scope.get_or_create(&labels).set(1);
                 }
                 GroupResult::Parsed => {
-                    self.last_good.insert(id(&group), group.spec.clone());
+                    self.last_good.insert(id(group), group.spec.clone());
                 }
                 refused => refusals.push(Refusal {
                     message: refusal_message(refused),
@@ -114,25 +129,37 @@ impl Intake {
 impl Intake {
     /// Whether the group's current spec was refused (its status says why).
     pub fn is_refused(&self, namespace: &str, name: &str) -> bool {
-        self.refused.iter().any(|(n, m)| n == namespace && m == name)
+        self.refused
+            .iter()
+            .any(|(n, m)| n == namespace && m == name)
     }
 }
 
 fn is_refused(result: &GroupResult) -> bool {
-    matches!(result, GroupResult::ParseFailed(_) | GroupResult::Duplicate | GroupResult::Overlaps(_))
+    matches!(
+        result,
+        GroupResult::ParseFailed(_) | GroupResult::Duplicate | GroupResult::Overlaps(_)
+    )
 }
 
 fn refusal_message(result: &GroupResult) -> String {
     match result {
         GroupResult::ParseFailed(error) => format!("Failed to parse: {error}"),
         GroupResult::Duplicate => "Duplicate definition of pool".to_owned(),
-        GroupResult::Overlaps(other) => format!("Pool overlaps with already defined pool {other:?}"),
+        GroupResult::Overlaps(other) => {
+            format!("Pool overlaps with already defined pool {other:?}")
+        }
         GroupResult::Parsed | GroupResult::OutOfScope => String::new(),
     }
 }
 
 /// The `Ready` condition of a group's status.
-pub fn ready_condition(group: &ServiceGroup, ready: bool, reason: &str, message: String) -> Condition {
+pub fn ready_condition(
+    group: &ServiceGroup,
+    ready: bool,
+    reason: &str,
+    message: String,
+) -> Condition {
     Condition {
         type_: "Ready".to_owned(),
         status: if ready { "True" } else { "False" }.to_owned(),
@@ -153,7 +180,11 @@ pub struct StatusWriter {
 
 impl StatusWriter {
     pub fn new(client: Client, metrics: Arc<Metrics>) -> Self {
-        Self { client, metrics, last_written: HashMap::new() }
+        Self {
+            client,
+            metrics,
+            last_written: HashMap::new(),
+        }
     }
 
     pub async fn apply(&mut self, namespace: &str, name: &str, mut status: ServiceGroupStatus) {
@@ -161,7 +192,11 @@ impl StatusWriter {
         if let Some(last) = self.last_written.get(&key) {
             keep_transition_times(last, &mut status);
         }
-        if self.last_written.get(&key).is_some_and(|last| same_ignoring_times(last, &status)) {
+        if self
+            .last_written
+            .get(&key)
+            .is_some_and(|last| same_ignoring_times(last, &status))
+        {
             return;
         }
         let api: Api<ServiceGroup> = Api::namespaced(self.client.clone(), namespace);
@@ -184,14 +219,23 @@ impl StatusWriter {
                 "other"
             }
         };
-        self.metrics.status_writes.get_or_create(&crate::metrics::OutcomeLabels { outcome: outcome.to_owned() }).inc();
+        self.metrics
+            .status_writes
+            .get_or_create(&crate::metrics::OutcomeLabels {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
     }
 }
 
 /// A condition whose status did not change keeps the time it last changed.
 fn keep_transition_times(last: &ServiceGroupStatus, status: &mut ServiceGroupStatus) {
     for condition in status.conditions.iter_mut().flatten() {
-        let previous = last.conditions.iter().flatten().find(|c| c.type_ == condition.type_);
+        let previous = last
+            .conditions
+            .iter()
+            .flatten()
+            .find(|c| c.type_ == condition.type_);
         if let Some(previous) = previous.filter(|p| p.status == condition.status) {
             condition.last_transition_time = previous.last_transition_time.clone();
         }

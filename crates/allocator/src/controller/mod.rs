@@ -7,6 +7,7 @@
 //! a restart or a new leader never hands out an address twice. Writes go out
 //! only while this replica leads; losing the lead ends the process.
 
+mod events;
 mod groups;
 mod remote;
 mod service;
@@ -20,10 +21,10 @@ use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Service;
 use kube::api::Api;
+use kube::runtime::WatchStreamExt;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher::{self, Event};
-use kube::runtime::{WatchStreamExt, events::Recorder};
-use kube::{Client, ResourceExt};
+use kube::{Client, Resource, ResourceExt};
 use purelb_api::crd::ServiceGroup;
 use tokio::sync::mpsc;
 
@@ -55,8 +56,8 @@ pub enum Error {
 
 /// Everything that reaches the controller, in arrival order.
 enum Input {
-    Service(Event<Service>),
-    Group(Event<ServiceGroup>),
+    Service(Box<Event<Service>>),
+    Group(Box<Event<ServiceGroup>>),
     /// A node Lease changed (the store holds it).
     Lease,
     Retry(String),
@@ -66,7 +67,10 @@ enum Input {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Work {
     Service(String),
-    Deleted { key: String, allocated_from: Option<String> },
+    Deleted {
+        key: String,
+        allocated_from: Option<String>,
+    },
     Config,
 }
 
@@ -76,7 +80,7 @@ pub struct Controller {
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     leadership: Leadership,
-    recorder: Recorder,
+    recorder: events::EventRecorder,
     services: Store<Service>,
     groups: Store<ServiceGroup>,
     leases: Option<Store<Lease>>,
@@ -104,13 +108,28 @@ impl Controller {
         leadership: Leadership,
     ) -> Result<(), Error> {
         let (tx, mut inputs) = mpsc::unbounded_channel();
-        let services = watch(Api::<Service>::all(client.clone()), watcher::Config::default(), tx.clone(), Input::Service);
-        let groups = watch(Api::<ServiceGroup>::all(client.clone()), watcher::Config::default(), tx.clone(), Input::Group);
+        let services = watch(
+            Api::<Service>::all(client.clone()),
+            watcher::Config::default(),
+            tx.clone(),
+            |event| Input::Service(Box::new(event)),
+        );
+        let groups = watch(
+            Api::<ServiceGroup>::all(client.clone()),
+            watcher::Config::default(),
+            tx.clone(),
+            |event| Input::Group(Box::new(event)),
+        );
         let leases = settings.namespace.as_deref().map(|ns| {
             let config = watcher::Config::default();
-            watch(Api::<Lease>::namespaced(client.clone(), ns), config, tx.clone(), |_| Input::Lease)
+            watch(
+                Api::<Lease>::namespaced(client.clone(), ns),
+                config,
+                tx.clone(),
+                |_| Input::Lease,
+            )
         });
-        let recorder = Recorder::new(client.clone(), "purelb-allocator".into());
+        let recorder = events::EventRecorder::new(client.clone(), groups::FIELD_MANAGER);
         let status = groups::StatusWriter::new(client.clone(), metrics.clone());
         let mut controller = Controller {
             remote: remote::RemoteIpams::new(metrics.clone()),
@@ -134,7 +153,10 @@ impl Controller {
         };
         controller.wait_for_caches().await;
         controller.leadership.clone().acquired().await;
-        tracing::info!(op = "startup", "caches synced and leading: rebuilding state from Services");
+        tracing::info!(
+            op = "startup",
+            "caches synced and leading: rebuilding state from Services"
+        );
         controller.load_config().await?;
         controller.health.set_ready(true);
         loop {
@@ -144,11 +166,14 @@ impl Controller {
                 // Take what arrived meanwhile before the next item, so a burst is
                 // deduplicated rather than processed once per event.
                 while let Ok(input) = inputs.try_recv() {
-                    controller.accept(input)?;
+                    controller.accept(input);
                 }
             }
-            let input = inputs.recv().await.ok_or(Error::WatchEnded("controller inputs"))?;
-            controller.accept(input)?;
+            let input = inputs
+                .recv()
+                .await
+                .ok_or(Error::WatchEnded("controller inputs"))?;
+            controller.accept(input);
         }
     }
 
@@ -167,55 +192,92 @@ impl Controller {
     }
 
     fn enqueue_all_services(&mut self) {
-        let keys: Vec<String> = self.services.state().iter().map(|s| service::key(s)).collect();
-        keys.into_iter().for_each(|key| self.enqueue(Work::Service(key)));
+        let keys: Vec<String> = self
+            .services
+            .state()
+            .iter()
+            .map(|s| service::key(s))
+            .collect();
+        keys.into_iter()
+            .for_each(|key| self.enqueue(Work::Service(key)));
     }
 
-    /// Turns an input into work.
-    fn accept(&mut self, input: Input) -> Result<(), Error> {
+    /// Turns an input into work. Lease changes need none: they only matter to
+    /// multi-pool Services, which read the live subnets when processed.
+    fn accept(&mut self, input: Input) {
         match input {
-            Input::Service(Event::Apply(s) | Event::InitApply(s)) => self.enqueue(Work::Service(service::key(&s))),
-            Input::Service(Event::Delete(s)) => {
-                let allocated_from = s.annotations().get(purelb_api::annotations::ALLOCATED_FROM).cloned();
-                self.enqueue(Work::Deleted { key: service::key(&s), allocated_from });
-            }
-            // After a re-list the watcher reports no deletions: release what
-            // the IPAM holds for Services that are gone.
-            Input::Service(Event::InitDone) => {
-                let present: HashSet<String> = self.services.state().iter().map(|s| service::key(s)).collect();
-                for key in self.ipam.service_keys() {
-                    if !present.contains(&key) {
-                        self.enqueue(Work::Deleted { key, allocated_from: None });
-                    }
-                }
-            }
-            Input::Group(Event::Apply(g) | Event::InitApply(g) | Event::Delete(g)) => {
-                let id = format!("{}/{}", g.namespace().unwrap_or_default(), g.name_any());
-                let generation = g.metadata.generation;
-                let deleted = self.groups.get(&reflector::ObjectRef::from_obj(&g)).is_none();
-                let previous = if deleted {
-                    self.group_generations.remove(&id)
-                } else {
-                    self.group_generations.insert(id, generation)
-                };
-                if deleted || previous != Some(generation) {
-                    self.enqueue(Work::Config);
-                }
-            }
-            Input::Group(Event::Init | Event::InitDone) | Input::Service(Event::Init) => {}
-            // Lease changes only matter to multi-pool Services, which read the
-            // live subnets when they are next processed.
+            Input::Service(event) => self.accept_service(*event),
+            Input::Group(event) => self.accept_group(*event),
             Input::Lease => {}
             Input::Retry(key) => self.enqueue(Work::Service(key)),
         }
-        Ok(())
+    }
+
+    fn accept_service(&mut self, event: Event<Service>) {
+        match event {
+            Event::Apply(s) | Event::InitApply(s) => self.enqueue(Work::Service(service::key(&s))),
+            Event::Delete(s) => {
+                let allocated_from = s
+                    .annotations()
+                    .get(purelb_api::annotations::ALLOCATED_FROM)
+                    .cloned();
+                self.enqueue(Work::Deleted {
+                    key: service::key(&s),
+                    allocated_from,
+                });
+            }
+            // After a re-list the watcher reports no deletions: release what
+            // the IPAM holds for Services that are gone.
+            Event::InitDone => {
+                let present: HashSet<String> = self
+                    .services
+                    .state()
+                    .iter()
+                    .map(|s| service::key(s))
+                    .collect();
+                for key in self.ipam.service_keys() {
+                    if !present.contains(&key) {
+                        self.enqueue(Work::Deleted {
+                            key,
+                            allocated_from: None,
+                        });
+                    }
+                }
+            }
+            Event::Init => {}
+        }
+    }
+
+    /// Only spec changes (a new generation) or deletions reload the pools;
+    /// our own status writes do not.
+    fn accept_group(&mut self, event: Event<ServiceGroup>) {
+        let (Event::Apply(g) | Event::InitApply(g) | Event::Delete(g)) = event else {
+            return;
+        };
+        let id = format!("{}/{}", g.namespace().unwrap_or_default(), g.name_any());
+        let generation = g.metadata.generation;
+        let deleted = self
+            .groups
+            .get(&reflector::ObjectRef::from_obj(&g))
+            .is_none();
+        let previous = if deleted {
+            self.group_generations.remove(&id)
+        } else {
+            self.group_generations.insert(id, generation)
+        };
+        if deleted || previous != Some(generation) {
+            self.enqueue(Work::Config);
+        }
     }
 
     async fn process(&mut self, work: Work) -> Result<(), Error> {
         self.metrics.updates.inc();
         match work {
             Work::Config => self.load_config().await,
-            Work::Deleted { key, allocated_from } => {
+            Work::Deleted {
+                key,
+                allocated_from,
+            } => {
                 let outcome = self.ipam.release_service(&key, allocated_from.as_deref());
                 self.remote.release(&self.ipam, &outcome).await;
                 self.publish_status(&outcome.touched).await;
@@ -237,9 +299,9 @@ impl Controller {
         };
         let outcome = match handling(&svc, self.settings.default_announcer) {
             Handling::Ignore => return Ok(()),
-            Handling::NotLoadBalancer(service_type) => {
-                self.ipam.release_not_load_balancer(&service::request(&svc), &service_type)
-            }
+            Handling::NotLoadBalancer(service_type) => self
+                .ipam
+                .release_not_load_balancer(&service::request(&svc), &service_type),
             Handling::Allocate => {
                 let request = service::request(&svc);
                 let subnets = self.active_subnets();
@@ -259,7 +321,8 @@ impl Controller {
 
     fn service(&self, key: &str) -> Option<Arc<Service>> {
         let (namespace, name) = key.split_once('/')?;
-        self.services.get(&reflector::ObjectRef::new(name).within(namespace))
+        self.services
+            .get(&reflector::ObjectRef::new(name).within(namespace))
     }
 
     /// The subnets of live node Leases, `None` without an install namespace.
@@ -286,12 +349,18 @@ impl Controller {
         if !self.leadership.is_leader() {
             return Err(Error::LostLeadership);
         }
+        if let Some(error) = &outcome.error {
+            tracing::info!(op = "allocate", service = key, %error, "allocation refused");
+        }
+        for event in &outcome.events {
+            tracing::debug!(op = "event", service = key, reason = event.reason.as_str(), message = %event.message);
+        }
         for unknown in &outcome.unknown {
             tracing::info!(op = "allocate", service = key, ip = %unknown, "unknown LoadBalancer IP: no pool found");
         }
         let written = writer::write_service(&self.client, svc, &outcome).await;
         for event in &outcome.events {
-            writer::record(&self.recorder, svc, event).await;
+            self.recorder.record(&svc.object_ref(&()), event).await;
         }
         for metric in &outcome.metrics {
             self.metrics.count(metric);
@@ -316,7 +385,9 @@ impl Controller {
     /// Exponential backoff per Service: 100 ms doubling to 5 minutes.
     fn schedule_retry(&mut self, key: &str) {
         let failures = self.failures.entry(key.to_owned()).or_insert(0);
-        let delay = Duration::from_millis(100).saturating_mul(1 << (*failures).min(12)).min(Duration::from_secs(300));
+        let delay = Duration::from_millis(100)
+            .saturating_mul(1 << (*failures).min(12))
+            .min(Duration::from_secs(300));
         *failures = failures.saturating_add(1);
         let tx = self.retry_tx.clone();
         let key = key.to_owned();
@@ -334,13 +405,28 @@ impl Controller {
             return Err(Error::LostLeadership);
         }
         let groups = self.groups.state();
-        let (ipam, refusals) = self.intake.load(&self.settings, &groups, &self.metrics, &self.recorder).await;
+        let (ipam, refusals) = self
+            .intake
+            .load(&self.settings, &groups, &self.metrics, &mut self.recorder)
+            .await;
         let accepted = ipam.is_some();
         if let Some(ipam) = ipam {
+            let removed: Vec<String> = self
+                .ipam
+                .group_names()
+                .filter(|name| ipam.group_kind(name).is_none())
+                .map(str::to_owned)
+                .collect();
+            for name in &removed {
+                self.metrics.remove_pool_gauges(name);
+            }
             self.ipam = ipam;
         } else {
             self.metrics.update_errors.inc();
-            tracing::warn!(op = "setConfig", "No valid pools found; the previous configuration stays in force");
+            tracing::warn!(
+                op = "setConfig",
+                "No valid pools found; the previous configuration stays in force"
+            );
         }
         for refusal in refusals {
             self.publish_refusal(refusal).await;
@@ -371,12 +457,24 @@ impl Controller {
         let name = group.name_any();
         let namespace = group.namespace().unwrap_or_default();
         let (mut status, message) = if refusal.kept_previous {
-            let status = self.ipam.group_status(&name).map(|s| s.to_crd()).unwrap_or_default();
-            (status, format!("{}; the last accepted spec stays in force", refusal.message))
+            let status = self
+                .ipam
+                .group_status(&name)
+                .map(|s| s.to_crd())
+                .unwrap_or_default();
+            (
+                status,
+                format!("{}; the last accepted spec stays in force", refusal.message),
+            )
         } else {
             (Default::default(), refusal.message)
         };
-        status.conditions = Some(vec![groups::ready_condition(group, false, "ParseFailed", message)]);
+        status.conditions = Some(vec![groups::ready_condition(
+            group,
+            false,
+            "ParseFailed",
+            message,
+        )]);
         self.status.apply(&namespace, &name, status).await;
     }
 
@@ -394,9 +492,16 @@ impl Controller {
             self.metrics.set_pool_gauges(name, &status);
             let mut crd_status = status.to_crd();
             if !self.intake.is_refused(&namespace, name) {
-                let group = self.groups.get(&reflector::ObjectRef::new(name).within(&namespace));
+                let group = self
+                    .groups
+                    .get(&reflector::ObjectRef::new(name).within(&namespace));
                 crd_status.conditions = group.map(|g| {
-                    vec![groups::ready_condition(&g, true, "Parsed", "ServiceGroup parsed successfully".to_owned())]
+                    vec![groups::ready_condition(
+                        &g,
+                        true,
+                        "Parsed",
+                        "ServiceGroup parsed successfully".to_owned(),
+                    )]
                 });
             }
             self.status.apply(&namespace, name, crd_status).await;
@@ -412,7 +517,13 @@ fn watch<K>(
     wrap: fn(Event<K>) -> Input,
 ) -> Store<K>
 where
-    K: kube::Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
 {
     let (reader, writer) = reflector::store();
     let stream = reflector::reflector(writer, watcher::watcher(api, config).default_backoff());

@@ -26,8 +26,14 @@ impl RemoteIpams {
                 code: external::code_name(call.code).to_owned(),
             };
             metrics.sidecar_rpcs.get_or_create(&labels).inc();
-            let latency = RpcLatencyLabels { socket: call.socket.to_owned(), method: call.method.to_owned() };
-            metrics.sidecar_rpc_duration.get_or_create(&latency).observe(call.duration.as_secs_f64());
+            let latency = RpcLatencyLabels {
+                socket: call.socket.to_owned(),
+                method: call.method.to_owned(),
+            };
+            metrics
+                .sidecar_rpc_duration
+                .get_or_create(&latency)
+                .observe(call.duration.as_secs_f64());
         });
         Self {
             sidecars: SidecarConnections::with_options(Some(observer), external::DEFAULT_TIMEOUT),
@@ -43,11 +49,17 @@ impl RemoteIpams {
                 let call = pending.allocate.clone();
                 let client = self.sidecars.client(&call.socket);
                 for release in pending.releases_first() {
-                    if let Err(error) = client.release(&release.group, &release.service, release.target.clone()).await {
+                    if let Err(error) = client
+                        .release(&release.group, &release.service, release.target.clone())
+                        .await
+                    {
                         tracing::warn!(op = "release", service = %release.service, %error, "sidecar release failed");
                     }
                 }
-                let families = Families { want_ipv4: call.want_ipv4, want_ipv6: call.want_ipv6 };
+                let families = Families {
+                    want_ipv4: call.want_ipv4,
+                    want_ipv6: call.want_ipv6,
+                };
                 let answer = client
                     .allocate(&call.group, &call.service, &call.sharing_key, families)
                     .await
@@ -60,7 +72,10 @@ impl RemoteIpams {
                         let mut taken = Vec::new();
                         let mut failure = None;
                         for family in &pending.families {
-                            match client.allocate(&pending.tenant, *family, &pending.service).await {
+                            match client
+                                .allocate(&pending.tenant, *family, &pending.service)
+                                .await
+                            {
                                 Ok(address) => taken.push(address.ip),
                                 Err(error) => {
                                     failure = Some(netbox_error(&error));
@@ -90,7 +105,10 @@ impl RemoteIpams {
     pub async fn release(&self, ipam: &Ipam, outcome: &Outcome) {
         for release in &outcome.external_releases {
             let client = self.sidecars.client(&release.socket);
-            if let Err(error) = client.release(&release.group, &release.service, release.target.clone()).await {
+            if let Err(error) = client
+                .release(&release.group, &release.service, release.target.clone())
+                .await
+            {
                 tracing::warn!(op = "release", service = %release.service, %error, "sidecar release failed");
             }
         }
@@ -103,7 +121,9 @@ impl RemoteIpams {
             };
             match self.netbox_client(url) {
                 Ok(client) => give_back(&client, tenant, &[released.ip]).await,
-                Err(error) => tracing::warn!(op = "release", ip = %released.ip, %error, "cannot return the address to Netbox"),
+                Err(error) => {
+                    tracing::warn!(op = "release", ip = %released.ip, %error, "cannot return the address to Netbox")
+                }
             }
         }
     }
@@ -111,7 +131,12 @@ impl RemoteIpams {
     /// The sidecar's stats for an external group (cached as §4.8 says).
     pub async fn external_stats(&self, ipam: &Ipam, group: &str) -> Option<ExternalStats> {
         let socket = ipam.external_socket(group)?;
-        match self.sidecars.client(socket).stats_cached_or_fetch(group).await {
+        match self
+            .sidecars
+            .client(socket)
+            .stats_cached_or_fetch(group)
+            .await
+        {
             Ok(stats) => Some(ExternalStats {
                 in_use_v4: stats.in_use_v4,
                 in_use_v6: stats.in_use_v6,
@@ -128,7 +153,10 @@ impl RemoteIpams {
     }
 
     fn netbox_client(&self, url: &str) -> Result<NetboxClient, NetboxError> {
-        let mut clients = self.netbox.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut clients = self
+            .netbox
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(client) = clients.get(url) {
             return Ok(client.clone());
         }
@@ -147,9 +175,15 @@ async fn give_back(client: &NetboxClient, tenant: &str, ips: &[IpAddr]) {
 }
 
 fn sidecar_error(error: SidecarError) -> RemoteError {
-    RemoteError { retryable: error.is_retryable(), message: error.to_string() }
+    RemoteError {
+        retryable: error.is_retryable(),
+        message: error.to_string(),
+    }
 }
 
 fn netbox_error(error: &NetboxError) -> RemoteError {
-    RemoteError { retryable: error.is_retryable(), message: error.to_string() }
+    RemoteError {
+        retryable: error.is_retryable(),
+        message: error.to_string(),
+    }
 }

@@ -50,7 +50,10 @@ pub fn handling(service: &Service, default_announcer: bool) -> Handling {
     if service_type != "LoadBalancer" {
         return Handling::NotLoadBalancer(service_type.to_owned());
     }
-    let cluster_ip_parses = spec.cluster_ip.as_deref().is_some_and(|ip| ip.parse::<IpAddr>().is_ok());
+    let cluster_ip_parses = spec
+        .cluster_ip
+        .as_deref()
+        .is_some_and(|ip| ip.parse::<IpAddr>().is_ok());
     if !cluster_ip_parses {
         return Handling::Ignore;
     }
@@ -58,7 +61,12 @@ pub fn handling(service: &Service, default_announcer: bool) -> Handling {
 }
 
 fn annotation<'a>(service: &'a Service, key: &str) -> Option<&'a str> {
-    service.metadata.annotations.as_ref()?.get(key).map(String::as_str)
+    service
+        .metadata
+        .annotations
+        .as_ref()?
+        .get(key)
+        .map(String::as_str)
 }
 
 /// The ingress IPs in `.status.loadBalancer.ingress`, in order; hostnames and
@@ -102,7 +110,12 @@ pub fn request(service: &Service) -> ServiceRequest {
         .ports
         .iter()
         .flatten()
-        .map(|p| Port::new(p.protocol.clone().unwrap_or_else(|| "TCP".to_owned()), p.port))
+        .map(|p| {
+            Port::new(
+                p.protocol.clone().unwrap_or_else(|| "TCP".to_owned()),
+                p.port,
+            )
+        })
         .collect();
     ServiceRequest {
         key: key(service),
@@ -111,7 +124,10 @@ pub fn request(service: &Service) -> ServiceRequest {
         sharing_key: annotation(service, keys::ALLOW_SHARED_IP).map(str::to_owned),
         ports,
         service_group: annotation(service, keys::SERVICE_GROUP).map(str::to_owned),
-        addresses: SpecificAddresses::decode(annotation(service, keys::ADDRESSES), spec.load_balancer_ip.as_deref()),
+        addresses: SpecificAddresses::decode(
+            annotation(service, keys::ADDRESSES),
+            spec.load_balancer_ip.as_deref(),
+        ),
         multi_pool: annotation(service, keys::MULTI_POOL).map(str::to_owned),
         ingress: ingress_ips(service),
         branded: annotation(service, keys::ALLOCATED_BY) == Some(keys::BRAND),
@@ -126,7 +142,10 @@ pub fn wants_re_evaluation(service: &Service) -> bool {
 
 /// The merge patch for the annotation changes that actually change something,
 /// or `None`. Carries the resourceVersion so a stale decision is refused.
-pub fn annotation_patch(service: &Service, changes: &BTreeMap<&'static str, AnnotationChange>) -> Option<Value> {
+pub fn annotation_patch(
+    service: &Service,
+    changes: &BTreeMap<&'static str, AnnotationChange>,
+) -> Option<Value> {
     let mut patch = serde_json::Map::new();
     for (key, change) in changes {
         let current = annotation(service, key);
@@ -146,11 +165,19 @@ pub fn annotation_patch(service: &Service, changes: &BTreeMap<&'static str, Anno
 }
 
 /// The status merge patch when the ingress list changes, or `None`.
-pub fn status_patch(service: &Service, outcome: &Outcome, resource_version: Option<&str>) -> Option<Value> {
+pub fn status_patch(
+    service: &Service,
+    outcome: &Outcome,
+    resource_version: Option<&str>,
+) -> Option<Value> {
     if ingress_ips(service) == outcome.ingress {
         return None;
     }
-    let ingress: Vec<Value> = outcome.ingress.iter().map(|ip| json!({"ip": ip.to_string(), "ipMode": "VIP"})).collect();
+    let ingress: Vec<Value> = outcome
+        .ingress
+        .iter()
+        .map(|ip| json!({"ip": ip.to_string(), "ipMode": "VIP"}))
+        .collect();
     Some(json!({
         "metadata": {"resourceVersion": resource_version},
         "status": {"loadBalancer": {"ingress": ingress}}

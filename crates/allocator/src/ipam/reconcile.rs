@@ -303,7 +303,10 @@ impl Ipam {
         service_type: &str,
     ) -> Outcome {
         let mut out = Outcome::new(req.ingress.clone());
-        if req.allocated_from.is_some() && !req.ingress.is_empty() {
+        // The apiserver clears the ingress list itself when the type changes,
+        // so `allocated-from` is the record that the Service held addresses
+        // (upstream also required ingress, and leaked them).
+        if req.allocated_from.is_some() {
             out.events.push(Event::normal(
                 EventReason::AddressReleased,
                 format!("Service is Type {service_type}, not LoadBalancer"),
@@ -506,7 +509,9 @@ impl Ipam {
         }
         out.events.extend(events);
         out.ingress = ingress;
-        self.annotate(req, &mut out, targets[0].1);
+        if let Some(&(_, first, _)) = targets.first() {
+            self.annotate(req, &mut out, first);
+        }
         out
     }
 
