@@ -494,3 +494,54 @@ async fn groups_outside_the_install_namespace_are_ignored_with_an_event() {
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn external_groups_take_addresses_from_the_sidecar_and_give_them_back() {
+    let (client, ns) = setup("external").await;
+    let group = format!("{}-pool", ns.name());
+    let socket = testbed::controlplane::shared()
+        .dir()
+        .join(format!("{group}.sock"));
+    let _sidecar = start_sidecar(&socket, &[&format!("{group}=198.18.13.0/30")]);
+    apply_group(&client, INSTALL_NAMESPACE, &group, json!({"external": {
+        "provider": "reference-sidecar", "socket": socket.to_str().expect("utf-8 path"), "announce": "remote"}})).await;
+
+    create_service(&client, ns.name(), "ext", ServiceSpec::group(&group)).await;
+    assert_eq!(
+        wait_for_addresses(&client, ns.name(), "ext", 1).await,
+        [ip("198.18.13.0")],
+        "{}",
+        allocator().log_tail()
+    );
+    let ext = service(&client, ns.name(), "ext").await;
+    assert_eq!(
+        annotation(&ext, "purelb.io/pool-type").as_deref(),
+        Some("remote")
+    );
+    let status = eventually("the sidecar's usage in the group status", || async {
+        let status = group_status(&client, &group).await;
+        (status["allocatedIPv4"] == 1).then_some(status)
+    })
+    .await;
+    assert_eq!(status["ipam"], "reference-sidecar");
+    assert_eq!(status["announce"], "Remote");
+    assert_eq!(status["availableIPv4"], 3);
+
+    Api::<Service>::namespaced(client.clone(), ns.name())
+        .delete("ext", &DeleteParams::default())
+        .await
+        .expect("delete");
+    eventually("the sidecar to get the address back", || async {
+        (group_status(&client, &group).await["allocatedIPv4"] == 0).then_some(())
+    })
+    .await;
+    let metrics = allocator().metrics().await;
+    assert!(
+        metrics.contains("purelb_allocator_sidecar_rpc_total{socket="),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("method=\"/purelb.ipam.v1.IPAM/Release\",code=\"OK\""),
+        "{metrics}"
+    );
+}

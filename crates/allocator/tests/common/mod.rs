@@ -263,3 +263,27 @@ pub async fn wait_for_event(
 pub fn annotation(service: &Service, key: &str) -> Option<String> {
     service.annotations().get(key).cloned()
 }
+
+/// The reference external-IPAM sidecar serving `pools` (`NAME=RANGE`) on `socket`.
+pub fn start_sidecar(socket: &Path, pools: &[&str]) -> BoundChild {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ipam-sidecar"));
+    command
+        .arg("--socket")
+        .arg(socket)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
+    for pool in pools {
+        command.arg("--pool").arg(pool);
+    }
+    let child = BoundChild::spawn(command).expect("ipam-sidecar starts");
+    let deadline = Instant::now() + TIMEOUT;
+    // The socket file appears at bind(2), a moment before listen(2).
+    while std::os::unix::net::UnixStream::connect(socket).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "ipam-sidecar never listened on {socket:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
