@@ -32,7 +32,7 @@ async fn the_standby_takes_over_when_the_leader_dies_mid_burst() {
     .await;
 
     let lease_env = [("PURELB_LEASE_DURATION", "3")];
-    let mut replicas = vec![
+    let mut replicas = [
         Allocator::start(INSTALL_NAMESPACE, "replica-a", &lease_env),
         Allocator::start(INSTALL_NAMESPACE, "replica-b", &lease_env),
     ];

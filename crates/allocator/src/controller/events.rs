@@ -2,7 +2,8 @@
 //!
 //! Every reprocessing of a refused Service produces the same event again; a
 //! repeat within [`REPEAT_WINDOW`] is not written, so a config change that
-//! reprocesses every Service does not flood the API server.
+//! reprocesses every Service does not flood the API server. Events are written
+//! by a task of their own, so they never hold up an allocation.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -11,28 +12,50 @@ use k8s_openapi::api::core::v1::{EventSource, ObjectReference};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::Client;
 use kube::api::{Api, ObjectMeta, PostParams};
+use tokio::sync::mpsc;
 
 use crate::ipam::{Event, EventType};
 
 pub const REPEAT_WINDOW: Duration = Duration::from_secs(600);
 
-pub struct EventRecorder {
+/// Hands events to the recording task.
+#[derive(Clone)]
+pub struct EventSink {
+    tx: mpsc::UnboundedSender<(ObjectReference, Event)>,
+}
+
+impl EventSink {
+    /// Starts the task that records events as `component`.
+    pub fn spawn(client: Client, component: &str) -> Self {
+        let (tx, mut rx) = mpsc::unbounded_channel::<(ObjectReference, Event)>();
+        let mut recorder = EventRecorder {
+            client,
+            component: component.to_owned(),
+            recent: HashMap::new(),
+        };
+        tokio::spawn(async move {
+            while let Some((regarding, event)) = rx.recv().await {
+                recorder.record(&regarding, &event).await;
+            }
+        });
+        Self { tx }
+    }
+
+    pub fn record(&self, regarding: ObjectReference, event: Event) {
+        // Only fails when the task is gone, i.e. the process is stopping.
+        let _ = self.tx.send((regarding, event));
+    }
+}
+
+struct EventRecorder {
     client: Client,
     component: String,
     recent: HashMap<(String, String, String), Instant>,
 }
 
 impl EventRecorder {
-    pub fn new(client: Client, component: &str) -> Self {
-        Self {
-            client,
-            component: component.to_owned(),
-            recent: HashMap::new(),
-        }
-    }
-
     /// Records `event` on the object; failures are logged, never fatal.
-    pub async fn record(&mut self, regarding: &ObjectReference, event: &Event) {
+    async fn record(&mut self, regarding: &ObjectReference, event: &Event) {
         let now = Instant::now();
         self.recent
             .retain(|_, at| now.duration_since(*at) < REPEAT_WINDOW);

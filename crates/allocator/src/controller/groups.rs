@@ -8,9 +8,10 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, Resource, ResourceExt};
 use purelb_api::crd::{ServiceGroup, ServiceGroupSpec, ServiceGroupStatus};
 use serde_json::json;
+use tokio::sync::mpsc;
 
 use super::Settings;
-use super::events::EventRecorder;
+use super::events::EventSink;
 use crate::ipam::{GroupInput, GroupResult, Ipam};
 use crate::metrics::{GroupLabels, KindLabel, Metrics};
 
@@ -38,12 +39,12 @@ impl Intake {
     /// A new IPAM generation from the listed groups, or `None` when none is
     /// usable (the caller keeps the current one). Records the intake events,
     /// the out-of-scope gauge, and returns the refused groups.
-    pub async fn load(
+    pub fn load(
         &mut self,
         settings: &Settings,
         groups: &[Arc<ServiceGroup>],
         metrics: &Metrics,
-        recorder: &mut EventRecorder,
+        events: &EventSink,
     ) -> (Option<Ipam>, Vec<Refusal>) {
         let id = |g: &ServiceGroup| (g.namespace().unwrap_or_default(), g.name_any());
         let inputs = |substitute: &dyn Fn(&ServiceGroup) -> ServiceGroupSpec| -> Vec<GroupInput> {
@@ -97,7 +98,7 @@ impl Intake {
                 .groups
                 .iter()
                 .find(|r| r.namespace == result.namespace && r.name == result.name);
-            recorder.record(&group.object_ref(&()), &result.event).await;
+            events.record(group.object_ref(&()), result.event.clone());
             match &result.result {
                 GroupResult::OutOfScope => {
                     let labels = GroupLabels {
@@ -170,24 +171,54 @@ pub fn ready_condition(
     }
 }
 
+/// Hands ServiceGroup statuses to the task that applies them. Statuses of
+/// one group queued while a write is under way collapse into the latest.
+#[derive(Clone)]
+pub struct StatusSink {
+    tx: mpsc::UnboundedSender<((String, String), ServiceGroupStatus)>,
+}
+
+impl StatusSink {
+    pub fn spawn(client: Client, metrics: Arc<Metrics>) -> Self {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut writer = StatusWriter {
+            client,
+            metrics,
+            last_written: HashMap::new(),
+        };
+        tokio::spawn(async move {
+            while let Some(first) = rx.recv().await {
+                let mut latest: HashMap<(String, String), ServiceGroupStatus> =
+                    HashMap::from([first]);
+                while let Ok((key, status)) = rx.try_recv() {
+                    latest.insert(key, status);
+                }
+                for ((namespace, name), status) in latest {
+                    writer.apply(&namespace, &name, status).await;
+                }
+            }
+        });
+        Self { tx }
+    }
+
+    pub fn apply(&self, namespace: &str, name: &str, status: ServiceGroupStatus) {
+        // Only fails when the task is gone, i.e. the process is stopping.
+        let _ = self
+            .tx
+            .send(((namespace.to_owned(), name.to_owned()), status));
+    }
+}
+
 /// Applies ServiceGroup status with server-side apply, skipping writes that
 /// would change nothing.
-pub struct StatusWriter {
+struct StatusWriter {
     client: Client,
     metrics: Arc<Metrics>,
     last_written: HashMap<(String, String), ServiceGroupStatus>,
 }
 
 impl StatusWriter {
-    pub fn new(client: Client, metrics: Arc<Metrics>) -> Self {
-        Self {
-            client,
-            metrics,
-            last_written: HashMap::new(),
-        }
-    }
-
-    pub async fn apply(&mut self, namespace: &str, name: &str, mut status: ServiceGroupStatus) {
+    async fn apply(&mut self, namespace: &str, name: &str, mut status: ServiceGroupStatus) {
         let key = (namespace.to_owned(), name.to_owned());
         if let Some(last) = self.last_written.get(&key) {
             keep_transition_times(last, &mut status);

@@ -2,10 +2,13 @@
 //! feeds them to the IPAM one at a time, and writes the outcomes back.
 //!
 //! One task owns the IPAM, so no two decisions interleave (as upstream's single
-//! worker). Before the first allocation, and after every new ServiceGroup
-//! generation, it replays every branded Service's addresses into the IPAM, so
-//! a restart or a new leader never hands out an address twice. Writes go out
-//! only while this replica leads; losing the lead ends the process.
+//! worker); the writes those decisions need run concurrently, at most one per
+//! Service at a time, and a Service is decided again only once the watch has
+//! brought back what was written to it. Before the first allocation, and after
+//! every new ServiceGroup generation, the IPAM is rebuilt from every branded
+//! Service's addresses, so a restart or a new leader never hands out an
+//! address twice. Writes go out only while this replica leads; losing the lead
+//! ends the process.
 
 mod events;
 mod groups;
@@ -61,6 +64,13 @@ enum Input {
     /// A node Lease changed (the store holds it).
     Lease,
     Retry(String),
+    /// A Service write finished: the resourceVersion it produced (`None` when
+    /// nothing needed writing) and whether to try again.
+    Written {
+        key: String,
+        result: Result<Option<String>, kube::Error>,
+        requeue: bool,
+    },
 }
 
 /// A unit of work; equal items queued twice run once.
@@ -80,7 +90,7 @@ pub struct Controller {
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     leadership: Leadership,
-    recorder: events::EventRecorder,
+    events: events::EventSink,
     services: Store<Service>,
     groups: Store<ServiceGroup>,
     leases: Option<Store<Lease>>,
@@ -92,9 +102,18 @@ pub struct Controller {
     queued: HashSet<Work>,
     /// Consecutive failures per Service key, for the retry backoff.
     failures: HashMap<String, u32>,
-    retry_tx: mpsc::UnboundedSender<Input>,
+    inputs_tx: mpsc::UnboundedSender<Input>,
+    /// Services with a write under way (work for them waits for it), with the
+    /// resourceVersions the watch delivered meanwhile.
+    in_flight: HashMap<String, Vec<String>>,
+    /// Services that got work while a write was under way.
+    again: HashSet<String>,
+    /// The resourceVersion our last write produced, until the watch brings it.
+    expected: HashMap<String, String>,
+    /// ServiceGroups whose usage changed since their status was last sent.
+    dirty_groups: BTreeSet<String>,
     intake: groups::Intake,
-    status: groups::StatusWriter,
+    status: groups::StatusSink,
     remote: remote::RemoteIpams,
 }
 
@@ -129,8 +148,8 @@ impl Controller {
                 |_| Input::Lease,
             )
         });
-        let recorder = events::EventRecorder::new(client.clone(), groups::FIELD_MANAGER);
-        let status = groups::StatusWriter::new(client.clone(), metrics.clone());
+        let events = events::EventSink::spawn(client.clone(), groups::FIELD_MANAGER);
+        let status = groups::StatusSink::spawn(client.clone(), metrics.clone());
         let mut controller = Controller {
             remote: remote::RemoteIpams::new(metrics.clone()),
             client,
@@ -138,7 +157,7 @@ impl Controller {
             metrics,
             health,
             leadership,
-            recorder,
+            events,
             services,
             groups,
             leases,
@@ -147,7 +166,11 @@ impl Controller {
             queue: VecDeque::new(),
             queued: HashSet::new(),
             failures: HashMap::new(),
-            retry_tx: tx,
+            inputs_tx: tx,
+            in_flight: HashMap::new(),
+            again: HashSet::new(),
+            expected: HashMap::new(),
+            dirty_groups: BTreeSet::new(),
             intake: groups::Intake::default(),
             status,
         };
@@ -169,6 +192,7 @@ impl Controller {
                     controller.accept(input);
                 }
             }
+            controller.publish_status().await;
             let input = inputs
                 .recv()
                 .await
@@ -210,12 +234,59 @@ impl Controller {
             Input::Group(event) => self.accept_group(*event),
             Input::Lease => {}
             Input::Retry(key) => self.enqueue(Work::Service(key)),
+            Input::Written {
+                key,
+                result,
+                requeue,
+            } => self.written(key, result, requeue),
+        }
+    }
+
+    fn written(&mut self, key: String, result: Result<Option<String>, kube::Error>, requeue: bool) {
+        let seen = self.in_flight.remove(&key).unwrap_or_default();
+        let retry = match result {
+            Ok(version) => {
+                // The watch may have brought our write before we heard it finished.
+                if let Some(version) = version.filter(|v| !seen.contains(v)) {
+                    self.expected.insert(key.clone(), version);
+                }
+                requeue
+            }
+            Err(error) => {
+                tracing::warn!(op = "updateService", service = %key, %error, "writing the Service failed; retrying");
+                true
+            }
+        };
+        if retry {
+            self.metrics.update_errors.inc();
+            self.schedule_retry(&key);
+        } else {
+            self.failures.remove(&key);
+        }
+        if self.again.remove(&key) {
+            self.enqueue(Work::Service(key));
         }
     }
 
     fn accept_service(&mut self, event: Event<Service>) {
         match event {
-            Event::Apply(s) | Event::InitApply(s) => self.enqueue(Work::Service(service::key(&s))),
+            Event::Apply(s) => {
+                let key = service::key(&s);
+                let version = s.metadata.resource_version.clone().unwrap_or_default();
+                if let Some(seen) = self.in_flight.get_mut(&key) {
+                    seen.push(version.clone());
+                }
+                if self.expected.get(&key) == Some(&version) {
+                    self.expected.remove(&key);
+                }
+                self.enqueue(Work::Service(key));
+            }
+            // A re-list may skip versions: what it shows is the latest.
+            Event::InitApply(s) => {
+                let key = service::key(&s);
+                self.expected.remove(&key);
+                self.enqueue(Work::Service(key));
+            }
             Event::Delete(s) => {
                 let allocated_from = s
                     .annotations()
@@ -254,7 +325,7 @@ impl Controller {
         let (Event::Apply(g) | Event::InitApply(g) | Event::Delete(g)) = event else {
             return;
         };
-        let id = format!("{}/{}", g.namespace().unwrap_or_default(), g.name_any());
+        let id = group_id(&g);
         let generation = g.metadata.generation;
         let deleted = self
             .groups
@@ -278,9 +349,10 @@ impl Controller {
                 key,
                 allocated_from,
             } => {
+                self.expected.remove(&key);
                 let outcome = self.ipam.release_service(&key, allocated_from.as_deref());
                 self.remote.release(&self.ipam, &outcome).await;
-                self.publish_status(&outcome.touched).await;
+                self.dirty_groups.extend(outcome.touched.iter().cloned());
                 self.failures.remove(&key);
                 // Freed space may let a refused Service through now (as upstream).
                 if !outcome.released.is_empty() {
@@ -293,10 +365,23 @@ impl Controller {
     }
 
     async fn process_service(&mut self, key: &str) -> Result<(), Error> {
+        if self.in_flight.contains_key(key) {
+            self.again.insert(key.to_owned());
+            return Ok(());
+        }
         let Some(svc) = self.service(key) else {
             // Deleted before we got to it; the Delete event releases it.
             return Ok(());
         };
+        // Our last write has not come back through the watch yet: deciding on
+        // the older object would undo it. Its event brings the Service back.
+        if self
+            .expected
+            .get(key)
+            .is_some_and(|v| svc.metadata.resource_version.as_ref() != Some(v))
+        {
+            return Ok(());
+        }
         let outcome = match handling(&svc, self.settings.default_announcer) {
             Handling::Ignore => return Ok(()),
             Handling::NotLoadBalancer(service_type) => self
@@ -316,7 +401,7 @@ impl Controller {
                 outcome
             }
         };
-        self.write(key, &svc, outcome).await
+        self.write(key, svc, outcome).await
     }
 
     fn service(&self, key: &str) -> Option<Arc<Service>> {
@@ -341,44 +426,44 @@ impl Controller {
         )
     }
 
-    /// Writes an outcome: annotations, then status, then events and metrics.
-    /// The brand goes on before the address, so a crash between the two leaves
-    /// an unbranded Service without an address, never an address the next
-    /// leader does not know about.
-    async fn write(&mut self, key: &str, svc: &Service, outcome: Outcome) -> Result<(), Error> {
+    /// Starts writing an outcome (annotations, then status) and records its
+    /// events and metrics. The brand goes on before the address, so a crash
+    /// between the two leaves an unbranded Service without an address, never
+    /// an address the next leader does not know about.
+    async fn write(&mut self, key: &str, svc: Arc<Service>, outcome: Outcome) -> Result<(), Error> {
         if !self.leadership.is_leader() {
             return Err(Error::LostLeadership);
         }
         if let Some(error) = &outcome.error {
             tracing::info!(op = "allocate", service = key, %error, "allocation refused");
         }
-        for event in &outcome.events {
-            tracing::debug!(op = "event", service = key, reason = event.reason.as_str(), message = %event.message);
+        for assignment in &outcome.assigned {
+            tracing::info!(op = "allocate", service = key, ip = %assignment.ip, group = %assignment.group, "addressAssigned");
+        }
+        for released in &outcome.released {
+            tracing::info!(op = "release", service = key, ip = %released.ip, group = %released.group, "addressReleased");
         }
         for unknown in &outcome.unknown {
             tracing::info!(op = "allocate", service = key, ip = %unknown, "unknown LoadBalancer IP: no pool found");
         }
-        let written = writer::write_service(&self.client, svc, &outcome).await;
         for event in &outcome.events {
-            self.recorder.record(&svc.object_ref(&()), event).await;
+            tracing::debug!(op = "event", service = key, reason = event.reason.as_str(), message = %event.message);
+            self.events.record(svc.object_ref(&()), event.clone());
         }
         for metric in &outcome.metrics {
             self.metrics.count(metric);
         }
-        self.publish_status(&outcome.touched).await;
-        let retry = match written {
-            Ok(()) => outcome.requeue,
-            Err(error) => {
-                tracing::warn!(op = "updateService", service = key, %error, "writing the Service failed; retrying");
-                true
-            }
-        };
-        if retry {
-            self.metrics.update_errors.inc();
-            self.schedule_retry(key);
-        } else {
-            self.failures.remove(key);
-        }
+        self.dirty_groups.extend(outcome.touched.iter().cloned());
+        self.in_flight.insert(key.to_owned(), Vec::new());
+        let (client, tx, key) = (self.client.clone(), self.inputs_tx.clone(), key.to_owned());
+        tokio::spawn(async move {
+            let result = writer::write_service(&client, &svc, &outcome).await;
+            let _ = tx.send(Input::Written {
+                key,
+                result,
+                requeue: outcome.requeue,
+            });
+        });
         Ok(())
     }
 
@@ -389,7 +474,7 @@ impl Controller {
             .saturating_mul(1 << (*failures).min(12))
             .min(Duration::from_secs(300));
         *failures = failures.saturating_add(1);
-        let tx = self.retry_tx.clone();
+        let tx = self.inputs_tx.clone();
         let key = key.to_owned();
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
@@ -405,12 +490,16 @@ impl Controller {
             return Err(Error::LostLeadership);
         }
         let groups = self.groups.state();
-        let (ipam, refusals) = self
-            .intake
-            .load(&self.settings, &groups, &self.metrics, &mut self.recorder)
-            .await;
+        self.group_generations = groups
+            .iter()
+            .map(|g| (group_id(g), g.metadata.generation))
+            .collect();
+        let (ipam, refusals) =
+            self.intake
+                .load(&self.settings, &groups, &self.metrics, &self.events);
         let accepted = ipam.is_some();
-        if let Some(ipam) = ipam {
+        if let Some(mut ipam) = ipam {
+            self.rebuild(&mut ipam);
             let removed: Vec<String> = self
                 .ipam
                 .group_names()
@@ -429,30 +518,48 @@ impl Controller {
             );
         }
         for refusal in refusals {
-            self.publish_refusal(refusal).await;
+            self.publish_refusal(refusal);
         }
         if !accepted {
             return Ok(());
         }
-        for svc in self.services.state() {
-            if handling(&svc, self.settings.default_announcer) == Handling::Allocate {
-                let request = service::request(&svc);
-                if request.branded && !request.ingress.is_empty() {
-                    for ip in self.ipam.notify(&request) {
-                        tracing::info!(op = "rebuild", service = %request.key, %ip, "unknown LoadBalancer IP: no pool found");
-                    }
-                }
-            }
-        }
         self.metrics.config_loaded.set(1);
-        let names: BTreeSet<String> = self.ipam.group_names().map(str::to_owned).collect();
-        self.publish_status(&names).await;
+        let names: Vec<String> = self.ipam.group_names().map(str::to_owned).collect();
+        self.dirty_groups.extend(names);
         self.enqueue_all_services();
         Ok(())
     }
 
+    /// Replays every branded Service's addresses into a new generation (spec
+    /// §4.3) before it allocates anything. Where a write of ours has not yet
+    /// come back through the watch, the store is behind: the addresses the
+    /// current generation holds for that Service are the truth.
+    fn rebuild(&self, ipam: &mut Ipam) {
+        for svc in self.services.state() {
+            if handling(&svc, self.settings.default_announcer) != Handling::Allocate {
+                continue;
+            }
+            let mut request = service::request(&svc);
+            if self.in_flight.contains_key(&request.key) || self.expected.contains_key(&request.key)
+            {
+                request.ingress = self
+                    .ipam
+                    .holdings(&request.key)
+                    .into_iter()
+                    .map(|(ip, _)| ip)
+                    .collect();
+                request.branded = true;
+            }
+            if request.branded && !request.ingress.is_empty() {
+                for ip in ipam.notify(&request) {
+                    tracing::info!(op = "rebuild", service = %request.key, %ip, "unknown LoadBalancer IP: no pool found");
+                }
+            }
+        }
+    }
+
     /// A refused group's status says why, and whether its previous spec still serves.
-    async fn publish_refusal(&mut self, refusal: groups::Refusal) {
+    fn publish_refusal(&mut self, refusal: groups::Refusal) {
         let group = &refusal.group;
         let name = group.name_any();
         let namespace = group.namespace().unwrap_or_default();
@@ -475,11 +582,14 @@ impl Controller {
             "ParseFailed",
             message,
         )]);
-        self.status.apply(&namespace, &name, status).await;
+        self.status.apply(&namespace, &name, status);
     }
 
-    async fn publish_status(&mut self, names: &BTreeSet<String>) {
-        for name in names {
+    /// Sends the status of every group whose usage changed; called when the
+    /// queue runs dry, so a burst costs one write per group, not per Service.
+    async fn publish_status(&mut self) {
+        for name in std::mem::take(&mut self.dirty_groups) {
+            let name = name.as_str();
             let Some(namespace) = self.ipam.group_namespace(name).map(str::to_owned) else {
                 continue;
             };
@@ -504,9 +614,18 @@ impl Controller {
                     )]
                 });
             }
-            self.status.apply(&namespace, name, crd_status).await;
+            self.status.apply(&namespace, name, crd_status);
         }
     }
+}
+
+/// `namespace/name` of a ServiceGroup.
+fn group_id(group: &ServiceGroup) -> String {
+    format!(
+        "{}/{}",
+        group.namespace().unwrap_or_default(),
+        group.name_any()
+    )
 }
 
 /// Runs a reflector for `api` and forwards its events, wrapped by `wrap`.

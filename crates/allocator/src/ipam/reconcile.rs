@@ -19,7 +19,7 @@ use super::outcome::{
 };
 use super::remote::{ExternalAllocate, ExternalPending, NetboxPending};
 use super::request::{AddressSource, ServiceRequest, SpecificAddresses};
-use super::{Holding, Ipam, Kind, Step};
+use super::{Holding, Ipam, Kind, Resolution, Step};
 
 /// Label of `allocation_rejected_total` when no group was named.
 const NO_POOL_LABEL: &str = "<none>";
@@ -116,16 +116,18 @@ impl Ipam {
 
     /// Multi-pool for this Service: the annotation, else the resolved
     /// group's setting (resolution errors mean no).
-    fn multi_pool_for(&self, req: &ServiceRequest) -> bool {
-        let group_setting = || {
-            self.resolve(&req.namespace, req.service_group.as_deref())
-                .ok()
-                .and_then(|r| self.group(&r.group).map(|g| g.multi_pool()))
-                .unwrap_or(false)
-        };
+    fn multi_pool_for(
+        &self,
+        req: &ServiceRequest,
+        resolution: &Result<Resolution, IpamError>,
+    ) -> bool {
         match req.multi_pool.as_deref() {
             Some(value) => multi_pool_enabled(Some(value), false),
-            None => group_setting(),
+            None => resolution
+                .as_ref()
+                .ok()
+                .and_then(|r| self.group(&r.group))
+                .is_some_and(|g| g.multi_pool()),
         }
     }
 
@@ -145,7 +147,9 @@ impl Ipam {
         let adopted = !req.branded && self.holds_exactly(req);
         let branded = req.branded || adopted;
 
-        if self.multi_pool_for(req) {
+        // Resolved once: it decides multi-pool and, if needed, the group.
+        let resolution = self.resolve(&req.namespace, req.service_group.as_deref());
+        if self.multi_pool_for(req, &resolution) {
             if !req.ingress.is_empty() && branded {
                 self.sync(req, &mut out);
                 match self.incremental(req, active_subnets, &mut out) {
@@ -195,7 +199,7 @@ impl Ipam {
                 return Step::Done(out);
             }
         }
-        self.allocate(req, active_subnets, out)
+        self.allocate(req, active_subnets, resolution, out)
     }
 
     /// Releases addresses of families no longer requested (§3.5).
@@ -378,6 +382,7 @@ impl Ipam {
         &mut self,
         req: &ServiceRequest,
         active_subnets: Option<&BTreeSet<String>>,
+        resolution: Result<Resolution, IpamError>,
         mut out: Outcome,
     ) -> Step {
         if let Some(spec) = &req.addresses
@@ -385,7 +390,7 @@ impl Ipam {
         {
             return Step::Done(self.allocate_specific(req, spec, out));
         }
-        let resolution = match self.resolve(&req.namespace, req.service_group.as_deref()) {
+        let resolution = match resolution {
             Ok(r) => r,
             Err(err) => return Step::Done(self.fail(req, out, err)),
         };
