@@ -1,8 +1,9 @@
 //! The PureLB allocator: IPAM core and Kubernetes controller.
 //!
 //! [`ipam`] is the pure allocation core (ServiceGroups and Service values in,
-//! decisions out). The Kubernetes controller that drives it is not built yet;
-//! see README.md.
+//! decisions out); [`controller`] drives it from the Kubernetes API, [`leader`]
+//! elects one writer among replicas, [`external`] and [`netbox`] talk to the
+//! address sources outside the cluster. See README.md.
 
 pub mod controller;
 pub mod external;
