@@ -82,7 +82,11 @@ async fn run() {
             async move {
                 let name = format!("svc-{i}");
                 let before = Instant::now();
-                create_service(&client, &namespace, &name, ServiceSpec::group("bench")).await;
+                let spec = ServiceSpec {
+                    node_ports: false,
+                    ..ServiceSpec::group("bench")
+                };
+                create_service(&client, &namespace, &name, spec).await;
                 created.lock().expect("lock").insert(name, before);
             }
         })

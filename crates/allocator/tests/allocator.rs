@@ -2,6 +2,8 @@
 //! test here; each test has its own namespace, ServiceGroups and address ranges.
 
 mod common;
+#[path = "common/netbox_double.rs"]
+mod netbox_double;
 
 use std::net::IpAddr;
 use std::sync::OnceLock;
@@ -19,7 +21,11 @@ fn allocator() -> &'static Allocator {
     static ALLOCATOR: OnceLock<Allocator> = OnceLock::new();
     ALLOCATOR.get_or_init(|| {
         prepare(INSTALL_NAMESPACE);
-        Allocator::start(INSTALL_NAMESPACE, "shared", &[])
+        Allocator::start(
+            INSTALL_NAMESPACE,
+            "shared",
+            &[("NETBOX_USER_TOKEN", netbox_double::V1_TOKEN)],
+        )
     })
 }
 
@@ -544,4 +550,42 @@ async fn external_groups_take_addresses_from_the_sidecar_and_give_them_back() {
         metrics.contains("method=\"/purelb.ipam.v1.IPAM/Release\",code=\"OK\""),
         "{metrics}"
     );
+}
+
+#[tokio::test]
+async fn netbox_groups_activate_reserved_addresses_and_return_them() {
+    let (client, ns) = setup("netbox").await;
+    let netbox = netbox_double::NetboxDouble::start().await;
+    let reserved = netbox.add("198.18.14.5/24", Some("kube"), "reserved", "");
+    netbox.add("198.18.14.9/24", Some("kube"), "reserved", "");
+    let group = format!("{}-pool", ns.name());
+    apply_group(
+        &client,
+        INSTALL_NAMESPACE,
+        &group,
+        json!({"netbox": {"url": netbox.url, "tenant": "kube"}}),
+    )
+    .await;
+
+    create_service(&client, ns.name(), "nb", ServiceSpec::group(&group)).await;
+    assert_eq!(
+        wait_for_addresses(&client, ns.name(), "nb", 1).await,
+        [ip("198.18.14.5")],
+        "{}",
+        allocator().log_tail()
+    );
+    let held = netbox.get(reserved);
+    assert_eq!(
+        (held.status.as_str(), held.description.clone()),
+        ("active", format!("purelb:{}/nb", ns.name()))
+    );
+
+    Api::<Service>::namespaced(client.clone(), ns.name())
+        .delete("nb", &DeleteParams::default())
+        .await
+        .expect("delete");
+    eventually("Netbox to get the address back", || async {
+        (netbox.get(reserved).status == "reserved").then_some(())
+    })
+    .await;
 }

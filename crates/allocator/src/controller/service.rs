@@ -183,3 +183,99 @@ pub fn status_patch(
         "status": {"loadBalancer": {"ingress": ingress}}
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service(namespace: &str, name: &str, spec: Value) -> Service {
+        serde_json::from_value(
+            json!({"metadata": {"namespace": namespace, "name": name}, "spec": spec}),
+        )
+        .expect("a Service")
+    }
+
+    fn lb(class: Option<&str>) -> Service {
+        let mut spec = json!({"type": "LoadBalancer", "clusterIP": "10.96.0.10"});
+        if let Some(class) = class {
+            spec["loadBalancerClass"] = json!(class);
+        }
+        service("ns", "web", spec)
+    }
+
+    #[test]
+    fn our_class_is_always_handled_and_other_classes_never() {
+        assert_eq!(
+            handling(&lb(Some("purelb.io/purelbv2")), false),
+            Handling::Allocate
+        );
+        assert_eq!(
+            handling(&lb(Some("purelb.io/purelbv2")), true),
+            Handling::Allocate
+        );
+        assert_eq!(
+            handling(&lb(Some("purelb.io/purelb")), true),
+            Handling::Ignore
+        );
+        assert_eq!(
+            handling(&lb(Some("example.com/lb")), true),
+            Handling::Ignore
+        );
+    }
+
+    #[test]
+    fn classless_services_need_the_default_announcer() {
+        assert_eq!(handling(&lb(None), true), Handling::Allocate);
+        assert_eq!(handling(&lb(None), false), Handling::Ignore);
+    }
+
+    #[test]
+    fn other_types_are_released_and_headless_or_system_services_skipped() {
+        let cluster_ip = service(
+            "ns",
+            "web",
+            json!({"type": "ClusterIP", "clusterIP": "10.96.0.10"}),
+        );
+        assert_eq!(
+            handling(&cluster_ip, true),
+            Handling::NotLoadBalancer("ClusterIP".to_owned())
+        );
+        let headless = service(
+            "ns",
+            "web",
+            json!({"type": "LoadBalancer", "clusterIP": "None"}),
+        );
+        assert_eq!(handling(&headless, true), Handling::Ignore);
+        let dns = service(
+            "kube-system",
+            "kube-dns",
+            json!({"type": "LoadBalancer", "clusterIP": "10.96.0.10"}),
+        );
+        assert_eq!(handling(&dns, true), Handling::Ignore);
+    }
+
+    #[test]
+    fn only_changed_annotations_are_patched() {
+        let mut svc = lb(None);
+        svc.metadata.annotations =
+            Some([("purelb.io/allocated-by".to_owned(), "PureLB".to_owned())].into());
+        svc.metadata.resource_version = Some("7".to_owned());
+        let mut changes = BTreeMap::new();
+        changes.insert(
+            keys::ALLOCATED_BY,
+            AnnotationChange::Set("PureLB".to_owned()),
+        );
+        assert_eq!(annotation_patch(&svc, &changes), None);
+        changes.insert(
+            keys::ALLOCATED_FROM,
+            AnnotationChange::Set("default".to_owned()),
+        );
+        changes.insert(keys::POOL_TYPE, AnnotationChange::Remove);
+        assert_eq!(
+            annotation_patch(&svc, &changes),
+            Some(
+                json!({"metadata": {"resourceVersion": "7", "annotations": {"purelb.io/allocated-from": "default"}}})
+            )
+        );
+    }
+}

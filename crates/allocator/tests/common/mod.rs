@@ -116,6 +116,8 @@ pub struct ServiceSpec<'a> {
     pub ports: Vec<(&'a str, i32)>,
     pub families: Vec<&'a str>,
     pub class: Option<&'a str>,
+    /// `allocateLoadBalancerNodePorts`: the NodePort range holds only 2,768 ports.
+    pub node_ports: bool,
 }
 
 impl Default for ServiceSpec<'_> {
@@ -125,6 +127,7 @@ impl Default for ServiceSpec<'_> {
             ports: vec![("TCP", 80)],
             families: vec!["IPv4"],
             class: None,
+            node_ports: true,
         }
     }
 }
@@ -164,6 +167,7 @@ pub async fn create_service(
         "spec": {"type": "LoadBalancer", "ports": ports, "ipFamilies": spec.families, "ipFamilyPolicy": policy,
                  "selector": {"app": name}}
     });
+    body["spec"]["allocateLoadBalancerNodePorts"] = json!(spec.node_ports);
     if let Some(class) = spec.class {
         body["spec"]["loadBalancerClass"] = json!(class);
     }
