@@ -120,30 +120,7 @@ impl Families {
 pub use crate::ipam::ReleaseTarget;
 
 /// A pool's usage as the sidecar reports it (`StatsResponse`).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Stats {
-    pub in_use_v4: u64,
-    pub in_use_v6: u64,
-    pub size_v4: u64,
-    pub size_v6: u64,
-    /// False: the sidecar cannot tell the size; sizes and "available" counts
-    /// are then not shown.
-    pub has_known_capacity: bool,
-    /// Ranges to show as the ServiceGroup's `status.addresses`.
-    pub display_addresses: Vec<String>,
-}
-
-impl Stats {
-    /// Addresses in use, both families.
-    pub fn in_use(&self) -> u64 {
-        self.in_use_v4.saturating_add(self.in_use_v6)
-    }
-
-    /// Size, both families (saturating).
-    pub fn size(&self) -> u64 {
-        self.size_v4.saturating_add(self.size_v6)
-    }
-}
+pub use crate::ipam::ExternalStats as Stats;
 
 impl From<proto::StatsResponse> for Stats {
     fn from(r: proto::StatsResponse) -> Self {

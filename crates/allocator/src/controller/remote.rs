@@ -137,14 +137,7 @@ impl RemoteIpams {
             .stats_cached_or_fetch(group)
             .await
         {
-            Ok(stats) => Some(ExternalStats {
-                in_use_v4: stats.in_use_v4,
-                in_use_v6: stats.in_use_v6,
-                size_v4: stats.size_v4,
-                size_v6: stats.size_v6,
-                has_known_capacity: stats.has_known_capacity,
-                display_addresses: stats.display_addresses,
-            }),
+            Ok(stats) => Some(stats),
             Err(error) => {
                 tracing::warn!(op = "stats", group, %error, "sidecar stats failed");
                 None

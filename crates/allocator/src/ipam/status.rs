@@ -20,6 +20,13 @@ pub struct ExternalStats {
     pub display_addresses: Vec<String>,
 }
 
+impl ExternalStats {
+    /// Addresses in use, both families.
+    pub fn in_use(&self) -> u64 {
+        self.in_use_v4.saturating_add(self.in_use_v6)
+    }
+}
+
 /// Usage of one group.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupStatus {
