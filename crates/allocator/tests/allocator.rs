@@ -589,3 +589,27 @@ async fn netbox_groups_activate_reserved_addresses_and_return_them() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn serves_health_readiness_and_metrics() {
+    setup("health").await;
+    let ready = eventually("/readyz to answer 200", || async {
+        let response = allocator().get("/readyz").await;
+        response.starts_with("HTTP/1.0 200").then_some(response)
+    })
+    .await;
+    assert!(ready.ends_with("ok"), "{ready}");
+    assert!(
+        allocator()
+            .get("/healthz")
+            .await
+            .starts_with("HTTP/1.0 200")
+    );
+    let metrics = allocator().metrics().await;
+    for name in [
+        "purelb_k8s_client_updates_total",
+        "purelb_k8s_client_config_loaded_bool 1",
+    ] {
+        assert!(metrics.contains(name), "{name} missing from\n{metrics}");
+    }
+}

@@ -78,17 +78,23 @@ impl Allocator {
 
     /// The text of `/metrics`.
     pub async fn metrics(&self) -> String {
+        self.get("/metrics").await
+    }
+
+    /// The whole HTTP/1.0 response (status line, headers, body) to `GET path`.
+    pub async fn get(&self, path: &str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
             .await
             .expect("metrics port");
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let request = format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.expect("request");
+        let mut response = String::new();
         stream
-            .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .read_to_string(&mut response)
             .await
-            .expect("request");
-        let mut body = String::new();
-        stream.read_to_string(&mut body).await.expect("response");
-        body
+            .expect("response");
+        response
     }
 }
 
