@@ -23,8 +23,8 @@ pub const FIELD_MANAGER: &str = "purelb-allocator";
 #[derive(Default)]
 pub struct Intake {
     last_good: HashMap<(String, String), ServiceGroupSpec>,
-    /// Groups whose current spec was refused at the last load.
-    refused: Vec<(String, String)>,
+    /// Groups whose current spec was refused at the last load, and why.
+    refused: HashMap<(String, String), String>,
 }
 
 /// What became of a group that was not accepted as written.
@@ -46,7 +46,6 @@ impl Intake {
         metrics: &Metrics,
         events: &EventSink,
     ) -> (Option<Ipam>, Vec<Refusal>) {
-        let id = |g: &ServiceGroup| (g.namespace().unwrap_or_default(), g.name_any());
         let inputs = |substitute: &dyn Fn(&ServiceGroup) -> ServiceGroupSpec| -> Vec<GroupInput> {
             groups
                 .iter()
@@ -113,14 +112,25 @@ impl Intake {
                 GroupResult::Parsed => {
                     self.last_good.insert(id(group), group.spec.clone());
                 }
-                refused => refusals.push(Refusal {
-                    message: refusal_message(refused),
-                    kept_previous: final_result.is_some_and(|r| r.result == GroupResult::Parsed),
-                    group: group.clone(),
-                }),
+                refused => {
+                    let kept_previous =
+                        final_result.is_some_and(|r| r.result == GroupResult::Parsed);
+                    let mut message = refusal_message(refused);
+                    if kept_previous {
+                        message.push_str("; the last accepted spec stays in force");
+                    }
+                    refusals.push(Refusal {
+                        message,
+                        kept_previous,
+                        group: group.clone(),
+                    });
+                }
             }
         }
-        self.refused = failed;
+        self.refused = refusals
+            .iter()
+            .map(|r| (id(&r.group), r.message.clone()))
+            .collect();
         let present: Vec<(String, String)> = groups.iter().map(|g| id(g)).collect();
         self.last_good.retain(|key, _| present.contains(key));
         (ipam.ok(), refusals)
@@ -128,12 +138,23 @@ impl Intake {
 }
 
 impl Intake {
-    /// Whether the group's current spec was refused (its status says why).
-    pub fn is_refused(&self, namespace: &str, name: &str) -> bool {
-        self.refused
-            .iter()
-            .any(|(n, m)| n == namespace && m == name)
+    /// The group's `Ready` condition: why its current spec was refused, or that it parsed.
+    pub fn ready_condition(&self, group: &ServiceGroup) -> Condition {
+        match self.refused.get(&id(group)) {
+            Some(message) => ready_condition(group, false, "ParseFailed", message.clone()),
+            None => ready_condition(
+                group,
+                true,
+                "Parsed",
+                "ServiceGroup parsed successfully".to_owned(),
+            ),
+        }
     }
+}
+
+/// (namespace, name) of a group.
+fn id(group: &ServiceGroup) -> (String, String) {
+    (group.namespace().unwrap_or_default(), group.name_any())
 }
 
 fn is_refused(result: &GroupResult) -> bool {
@@ -155,12 +176,7 @@ fn refusal_message(result: &GroupResult) -> String {
 }
 
 /// The `Ready` condition of a group's status.
-pub fn ready_condition(
-    group: &ServiceGroup,
-    ready: bool,
-    reason: &str,
-    message: String,
-) -> Condition {
+fn ready_condition(group: &ServiceGroup, ready: bool, reason: &str, message: String) -> Condition {
     Condition {
         type_: "Ready".to_owned(),
         status: if ready { "True" } else { "False" }.to_owned(),

@@ -558,31 +558,23 @@ impl Controller {
         }
     }
 
-    /// A refused group's status says why, and whether its previous spec still serves.
+    /// A refused group's status says why. One whose previous spec still serves
+    /// is published with its usage; one that never parsed gets only the reason.
     fn publish_refusal(&mut self, refusal: groups::Refusal) {
         let group = &refusal.group;
-        let name = group.name_any();
-        let namespace = group.namespace().unwrap_or_default();
-        let (mut status, message) = if refusal.kept_previous {
-            let status = self
-                .ipam
-                .group_status(&name)
-                .map(|s| s.to_crd())
-                .unwrap_or_default();
-            (
-                status,
-                format!("{}; the last accepted spec stays in force", refusal.message),
-            )
-        } else {
-            (Default::default(), refusal.message)
+        if refusal.kept_previous {
+            self.dirty_groups.insert(group.name_any());
+            return;
+        }
+        let status = purelb_api::crd::ServiceGroupStatus {
+            conditions: Some(vec![self.intake.ready_condition(group)]),
+            ..Default::default()
         };
-        status.conditions = Some(vec![groups::ready_condition(
-            group,
-            false,
-            "ParseFailed",
-            message,
-        )]);
-        self.status.apply(&namespace, &name, status);
+        self.status.apply(
+            &group.namespace().unwrap_or_default(),
+            &group.name_any(),
+            status,
+        );
     }
 
     /// Sends the status of every group whose usage changed; called when the
@@ -601,19 +593,10 @@ impl Controller {
             }
             self.metrics.set_pool_gauges(name, &status);
             let mut crd_status = status.to_crd();
-            if !self.intake.is_refused(&namespace, name) {
-                let group = self
-                    .groups
-                    .get(&reflector::ObjectRef::new(name).within(&namespace));
-                crd_status.conditions = group.map(|g| {
-                    vec![groups::ready_condition(
-                        &g,
-                        true,
-                        "Parsed",
-                        "ServiceGroup parsed successfully".to_owned(),
-                    )]
-                });
-            }
+            let group = self
+                .groups
+                .get(&reflector::ObjectRef::new(name).within(&namespace));
+            crd_status.conditions = group.map(|g| vec![self.intake.ready_condition(&g)]);
             self.status.apply(&namespace, name, crd_status);
         }
     }
