@@ -41,34 +41,32 @@ impl Timing {
 
 /// Whether this replica may write, shared with the controller.
 #[derive(Clone)]
-pub struct Leadership {
-    term_ends: watch::Receiver<Option<Instant>>,
+pub enum Leadership {
+    /// A single replica without election: always leads.
+    Always,
+    /// Leads until the instant the election task last granted.
+    Elected(watch::Receiver<Option<Instant>>),
 }
 
 impl Leadership {
     /// True while this replica holds a Lease that no one else can take yet.
     pub fn is_leader(&self) -> bool {
-        self.term_ends
-            .borrow()
-            .is_some_and(|end| Instant::now() < end)
+        match self {
+            Self::Always => true,
+            Self::Elected(term_ends) => term_ends.borrow().is_some_and(|end| Instant::now() < end),
+        }
     }
 
     /// Waits until this replica leads.
     pub async fn acquired(&mut self) {
         while !self.is_leader() {
-            if self.term_ends.changed().await.is_err() {
+            let Self::Elected(term_ends) = self else {
+                return;
+            };
+            if term_ends.changed().await.is_err() {
                 std::future::pending::<()>().await;
             }
         }
-    }
-
-    /// A leadership that is always held, for a single replica without election.
-    pub fn always() -> Self {
-        let (tx, term_ends) =
-            watch::channel(Some(Instant::now() + Duration::from_secs(u32::MAX.into())));
-        // The sender is dropped: the value stays as it is forever.
-        drop(tx);
-        Self { term_ends }
     }
 }
 
@@ -100,7 +98,7 @@ pub fn spawn(api: Api<Lease>, name: String, identity: String, timing: Timing) ->
             tokio::time::sleep(timing.retry_period).await;
         }
     });
-    Leadership { term_ends }
+    Leadership::Elected(term_ends)
 }
 
 /// One round: `Ok(true)` when we hold the Lease after it.

@@ -100,7 +100,7 @@ async fn main() -> anyhow::Result<()> {
         (true, None) => anyhow::bail!(
             "--leader-elect needs the install namespace (--namespace or PURELB_NAMESPACE)"
         ),
-        (false, _) => Leadership::always(),
+        (false, _) => Leadership::Always,
     };
 
     tokio::select! {
