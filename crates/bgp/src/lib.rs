@@ -1,1 +1,10 @@
-//! The embedded BGP speaker. Not built yet (issue 4); see README.md.
+//! The BGP speaker embedded in the PureLB node agent (issue 4), as a library with no Kubernetes
+//! dependency.
+//!
+//! What exists today is the wire layer, [`wire`]: our own message types (OPEN with capabilities,
+//! UPDATE with the path attributes the speaker uses, NOTIFICATION, KEEPALIVE, ROUTE-REFRESH),
+//! `encode`/`decode`, TCP framing, and error classification into NOTIFICATIONs and RFC 7606
+//! actions. The speaker itself — FSM, sessions, timers, RIB, policy, status — is not built yet.
+//! See README.md.
+
+pub mod wire;
