@@ -12,7 +12,7 @@ use axum::routing::get;
 use crate::metrics::Metrics;
 
 /// What the probes report. Live as long as the process serves; ready once the
-/// caches are synced and a configuration was accepted (or found absent).
+/// caches are synced (a standby replica is ready to take over).
 #[derive(Default)]
 pub struct Health {
     ready: AtomicBool,

@@ -175,13 +175,14 @@ impl Controller {
             status,
         };
         controller.wait_for_caches().await;
+        // Ready means "able to take over": a standby is ready too.
+        controller.health.set_ready(true);
         controller.leadership.clone().acquired().await;
         tracing::info!(
             op = "startup",
             "caches synced and leading: rebuilding state from Services"
         );
         controller.load_config().await?;
-        controller.health.set_ready(true);
         loop {
             while let Some(work) = controller.queue.pop_front() {
                 controller.queued.remove(&work);
