@@ -20,12 +20,17 @@ fn spawner() -> &'static Mutex<Sender<Request>> {
         std::thread::Builder::new()
             .name("testbed-spawner".to_owned())
             .spawn(move || {
+                let parent = std::process::id();
                 for (mut command, reply) in rx {
-                    // SAFETY: prctl is async-signal-safe and touches no memory of ours.
+                    // SAFETY: prctl and getppid are async-signal-safe and touch no memory of ours.
                     unsafe {
-                        command.pre_exec(|| {
+                        command.pre_exec(move || {
                             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                                 return Err(std::io::Error::last_os_error());
+                            }
+                            // The parent may have died before the signal was armed.
+                            if u32::try_from(libc::getppid()).ok() != Some(parent) {
+                                return Err(std::io::Error::other("the test process is gone"));
                             }
                             Ok(())
                         });
