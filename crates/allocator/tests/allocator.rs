@@ -613,3 +613,33 @@ async fn serves_health_readiness_and_metrics() {
         assert!(metrics.contains(name), "{name} missing from\n{metrics}");
     }
 }
+
+#[tokio::test]
+async fn skip_ipv6_dad_is_passed_to_the_agents() {
+    let (client, ns) = setup("dad").await;
+    let group = format!("{}-pool", ns.name());
+    apply_group(
+        &client,
+        INSTALL_NAMESPACE,
+        &group,
+        json!({"local": {
+        "v6pool": {"pool": "fd00:18:15::/126", "subnet": "fd00:18:15::/64"}, "skipIPv6DAD": true}}),
+    )
+    .await;
+    let mut spec = ServiceSpec::group(&group);
+    spec.families = vec!["IPv6"];
+    create_service(&client, ns.name(), "v6", spec).await;
+    assert_eq!(
+        wait_for_addresses(&client, ns.name(), "v6", 1).await,
+        [ip("fd00:18:15::")]
+    );
+    let v6 = service(&client, ns.name(), "v6").await;
+    assert_eq!(
+        annotation(&v6, "purelb.io/skip-ipv6-dad").as_deref(),
+        Some("true")
+    );
+    assert_eq!(
+        annotation(&v6, "purelb.io/pool-type").as_deref(),
+        Some("local")
+    );
+}
