@@ -4,7 +4,9 @@
 //! What exists today is the wire layer, [`wire`]: our own message types (OPEN with capabilities,
 //! UPDATE with the path attributes the speaker uses, NOTIFICATION, KEEPALIVE, ROUTE-REFRESH),
 //! `encode`/`decode`, TCP framing, and error classification into NOTIFICATIONs and RFC 7606
-//! actions. The speaker itself — FSM, sessions, timers, RIB, policy, status — is not built yet.
+//! actions. [`fsm`] is the RFC 4271 session state machine, pure (events in, actions out). The rest
+//! of the speaker — sessions over TCP, timers, RIB, policy, status — is not built yet.
 //! See README.md.
 
+pub mod fsm;
 pub mod wire;
