@@ -4,9 +4,12 @@
 //! What exists today is the wire layer, [`wire`]: our own message types (OPEN with capabilities,
 //! UPDATE with the path attributes the speaker uses, NOTIFICATION, KEEPALIVE, ROUTE-REFRESH),
 //! `encode`/`decode`, TCP framing, and error classification into NOTIFICATIONs and RFC 7606
-//! actions. [`fsm`] is the RFC 4271 session state machine, pure (events in, actions out). The rest
-//! of the speaker — sessions over TCP, timers, RIB, policy, status — is not built yet.
+//! actions. [`fsm`] is the RFC 4271 session state machine, pure (events in, actions out).
+//! [`driver`] runs one active session over TCP in a tokio task (timers, framing, advertising
+//! local routes from a `watch` channel, status). Not built yet: passive/listen mode and collision
+//! handling, MD5, multihop, a shared RIB, policy and the `bgp-speak` binary.
 //! See README.md.
 
+pub mod driver;
 pub mod fsm;
 pub mod wire;
