@@ -2,11 +2,13 @@
 //! connects to the peer (active only), frames and decodes what arrives, runs the FSM's timers and
 //! advertises a set of local routes given through a `watch` channel.
 //!
-//! Minimal on purpose: no listening socket (passive mode, collision handling), no MD5, one UPDATE
-//! per announced route, and received routes are only counted.
+//! Minimal on purpose: no listening socket (passive mode, collision handling), one UPDATE per
+//! announced route, and received routes are only counted. [`SessionOptions`] adds a TCP MD5
+//! password and an outgoing TTL (see [`crate::transport`]).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
 use std::time::Instant as StdInstant;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -16,6 +18,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::fsm::{Action, Event, Session, SessionConfig, State, Timer};
+use crate::transport::{set_md5, set_ttl};
 use crate::wire::{
     AfiSafi, AsPath, LargeCommunity, Message, MpReachIpv6, Origin, PathAttributes, Prefix, Update,
     WireContext, decode, encode, next_message,
@@ -108,6 +111,17 @@ impl Drop for SessionHandle {
     }
 }
 
+/// Transport settings of one session.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionOptions {
+    /// Bind the local end of the connection to this address.
+    pub local: Option<SocketAddr>,
+    /// TCP MD5 signature password (RFC 2385), at most 80 bytes.
+    pub md5_password: Option<String>,
+    /// TTL (IPv4) or hop limit (IPv6) of outgoing packets, e.g. for eBGP multihop.
+    pub ttl: Option<u8>,
+}
+
 /// Starts one active session to `peer` (port included, normally 179), optionally binding the
 /// local end to `local`. Must be called inside a tokio runtime; the socket is created by the
 /// runtime's worker threads, so they must live in the right network namespace.
@@ -115,6 +129,26 @@ pub fn spawn_session(
     config: SessionConfig,
     peer: SocketAddr,
     local: Option<SocketAddr>,
+    routes: watch::Receiver<Vec<LocalRoute>>,
+) -> SessionHandle {
+    spawn_session_with(
+        config,
+        peer,
+        SessionOptions {
+            local,
+            ..SessionOptions::default()
+        },
+        routes,
+    )
+}
+
+/// [`spawn_session`] with transport options (MD5 password, TTL). A bad option (e.g. a password
+/// longer than 80 bytes) makes every connect attempt fail, with the error in
+/// [`SessionStatus::last_error`].
+pub fn spawn_session_with(
+    config: SessionConfig,
+    peer: SocketAddr,
+    options: SessionOptions,
     routes: watch::Receiver<Vec<LocalRoute>>,
 ) -> SessionHandle {
     let session = Session::new(config);
@@ -131,7 +165,7 @@ pub fn spawn_session(
         wire: session.wire_context(),
         session,
         peer,
-        local,
+        options,
         routes,
         status: status_tx,
         stream: None,
@@ -154,7 +188,7 @@ pub fn spawn_session(
 struct Driver {
     session: Session,
     peer: SocketAddr,
-    local: Option<SocketAddr>,
+    options: SessionOptions,
     routes: watch::Receiver<Vec<LocalRoute>>,
     status: watch::Sender<SessionStatus>,
     stream: Option<TcpStream>,
@@ -349,7 +383,13 @@ impl Driver {
             } else {
                 TcpSocket::new_v6()?
             };
-            if let Some(local) = self.local {
+            if let Some(password) = &self.options.md5_password {
+                set_md5(socket.as_raw_fd(), self.peer.ip(), password.as_bytes())?;
+            }
+            if let Some(ttl) = self.options.ttl {
+                set_ttl(socket.as_raw_fd(), self.peer.is_ipv6(), ttl)?;
+            }
+            if let Some(local) = self.options.local {
                 socket.bind(local)?;
             }
             socket.connect(self.peer).await
@@ -634,7 +674,7 @@ mod tests {
             wire: session.wire_context(),
             session,
             peer: "127.0.0.1:179".parse().unwrap(),
-            local: None,
+            options: SessionOptions::default(),
             routes: rx,
             status,
             stream: None,

@@ -6,10 +6,12 @@
 //! `encode`/`decode`, TCP framing, and error classification into NOTIFICATIONs and RFC 7606
 //! actions. [`fsm`] is the RFC 4271 session state machine, pure (events in, actions out).
 //! [`driver`] runs one active session over TCP in a tokio task (timers, framing, advertising
-//! local routes from a `watch` channel, status). Not built yet: passive/listen mode and collision
-//! handling, MD5, multihop, a shared RIB, policy and the `bgp-speak` binary.
+//! local routes from a `watch` channel, status). [`transport`] sets TCP MD5 (RFC 2385) and the
+//! outgoing TTL on the driver's socket. Not built yet: passive/listen mode and collision
+//! handling, a shared RIB, policy and the `bgp-speak` binary.
 //! See README.md.
 
 pub mod driver;
 pub mod fsm;
+pub mod transport;
 pub mod wire;
