@@ -2,15 +2,12 @@
 //! AS 65000), advertises an IPv4 and an IPv6 route, withdraws one, and stops. Needs root (skipped
 //! without it, failing under CI=true).
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::time::Duration;
+mod common;
+
+use common::*;
 
 use purelb_bgp::driver::{LocalRoute, spawn_session};
-use purelb_bgp::fsm::SessionConfig;
-use purelb_bgp::wire::{Ipv4Prefix, Ipv6Prefix, Prefix};
-use testbed::netlab::{Lab, LinkSpec, require_root, wait_until};
-
-const T: Duration = Duration::from_secs(60);
+use testbed::netlab::{require_root, wait_until};
 
 const FRR_CONF: &str = "frr defaults traditional\n\
 hostname as65000\n\
@@ -39,87 +36,62 @@ fn driver_peers_with_frr_and_advertises_routes() -> anyhow::Result<()> {
     if !require_root() {
         return Ok(());
     }
-    let lab = Lab::new()?;
-    let router = lab.router("r1")?;
-    let node = lab.node("n1")?;
-    lab.link(
-        &router,
-        &node,
-        LinkSpec::new()
-            .v4("198.51.100.1/24", "198.51.100.2/24")
-            .v6("2001:db8:1::1/64", "2001:db8:1::2/64"),
-    )?;
+    let PeerLab { lab, router, node } = peer_lab()?;
     let frr = lab.frr(&router, FRR_CONF)?;
 
     let v4 = LocalRoute {
         communities: vec![(65001 << 16) | 100],
         large_communities: vec![(65001, 1, 2)],
-        ..LocalRoute::new(
-            Prefix::V4(Ipv4Prefix::new(Ipv4Addr::new(203, 0, 113, 10), 32).expect("prefix")),
-            IpAddr::V4(Ipv4Addr::new(198, 51, 100, 2)),
-        )
+        ..v4_route()
     };
-    let v6 = LocalRoute::new(
-        Prefix::V6(Ipv6Prefix::new("2001:db8:ff::10".parse()?, 128).expect("prefix")),
-        "2001:db8:1::2".parse()?,
-    );
+    let v6 = v6_route();
 
-    // The runtime (and so its worker threads, which create the socket) lives in the node's
-    // namespace; FRR is queried through `ip netns exec` from the same thread.
-    node.run(|| -> anyhow::Result<()> {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()?;
-        rt.block_on(async {
-            let mut config = SessionConfig::new(65001, 65000, Ipv4Addr::new(198, 51, 100, 2));
-            config.connect_retry = Duration::from_secs(3);
-            let (tx, rx) = tokio::sync::watch::channel(vec![v4.clone(), v6.clone()]);
-            let peer: SocketAddr = "198.51.100.1:179".parse()?;
-            let handle = spawn_session(config, peer, None, rx);
+    in_node(&node, || async {
+        let config = session_config();
+        let (tx, rx) = tokio::sync::watch::channel(vec![v4.clone(), v6.clone()]);
+        let peer = PEER;
+        let handle = spawn_session(config, peer, None, rx);
 
-            frr.wait_established("198.51.100.2", T)?;
+        frr.wait_established("198.51.100.2", T)?;
 
-            // IPv4: AS path a sequence, next hop, communities.
-            let paths = frr.wait_route("203.0.113.10/32", T)?;
-            let b = best(&paths);
-            assert_eq!(b["path"], "65001", "AS path of {b}");
-            assert_eq!(b["nexthops"][0]["ip"], "198.51.100.2", "{b}");
-            let table = frr.vtysh_json("show bgp ipv4 unicast json")?;
-            assert!(table["routes"]["203.0.113.10/32"].is_array(), "{table}");
-            let detail = frr.vtysh_json("show bgp ipv4 unicast 203.0.113.10/32 json")?;
-            let p = &detail["paths"][0];
-            assert_eq!(p["aspath"]["string"], "65001", "{detail}");
-            assert_eq!(
-                p["aspath"]["segments"][0]["type"], "as-sequence",
-                "{detail}"
-            );
-            assert_eq!(p["community"]["string"], "65001:100", "{detail}");
-            assert_eq!(p["largeCommunity"]["string"], "65001:1:2", "{detail}");
+        // IPv4: AS path a sequence, next hop, communities.
+        let paths = frr.wait_route("203.0.113.10/32", T)?;
+        let b = best(&paths);
+        assert_eq!(b["path"], "65001", "AS path of {b}");
+        assert_eq!(b["nexthops"][0]["ip"], "198.51.100.2", "{b}");
+        let table = frr.vtysh_json("show bgp ipv4 unicast json")?;
+        assert!(table["routes"]["203.0.113.10/32"].is_array(), "{table}");
+        let detail = frr.vtysh_json("show bgp ipv4 unicast 203.0.113.10/32 json")?;
+        let p = &detail["paths"][0];
+        assert_eq!(p["aspath"]["string"], "65001", "{detail}");
+        assert_eq!(
+            p["aspath"]["segments"][0]["type"], "as-sequence",
+            "{detail}"
+        );
+        assert_eq!(p["community"]["string"], "65001:100", "{detail}");
+        assert_eq!(p["largeCommunity"]["string"], "65001:1:2", "{detail}");
 
-            // IPv6 via MP_REACH.
-            let table6 = frr.vtysh_json("show bgp ipv6 unicast json")?;
-            let paths6 = frr.wait_route("2001:db8:ff::10/128", T)?;
-            let b6 = best(&paths6);
-            assert_eq!(b6["path"], "65001", "{b6} {table6}");
+        // IPv6 via MP_REACH.
+        let table6 = frr.vtysh_json("show bgp ipv6 unicast json")?;
+        let paths6 = frr.wait_route("2001:db8:ff::10/128", T)?;
+        let b6 = best(&paths6);
+        assert_eq!(b6["path"], "65001", "{b6} {table6}");
 
-            assert_eq!(handle.state().prefixes_sent, 2);
+        assert_eq!(handle.state().prefixes_sent, 2);
 
-            // Withdraw the IPv4 route.
-            tx.send(vec![v6.clone()])?;
-            wait_until(T, "203.0.113.10/32 withdrawn in FRR", || {
-                Ok(frr.bgp_route("203.0.113.10/32")?.is_none())
-            })?;
-            assert!(frr.bgp_route("2001:db8:ff::10/128")?.is_some());
+        // Withdraw the IPv4 route.
+        tx.send(vec![v6.clone()])?;
+        wait_until(T, "203.0.113.10/32 withdrawn in FRR", || {
+            Ok(frr.bgp_route("203.0.113.10/32")?.is_none())
+        })?;
+        assert!(frr.bgp_route("2001:db8:ff::10/128")?.is_some());
 
-            // Stop: FRR sees the session go down.
-            handle.stop().await;
-            wait_until(T, "FRR session with 198.51.100.2 down", || {
-                Ok(frr.bgp_state("198.51.100.2")?.as_deref() != Some("Established"))
-            })?;
-            assert!(frr.bgp_route("2001:db8:ff::10/128")?.is_none());
-            anyhow::Ok(())
-        })
-    })??;
-    Ok(())
+        // Stop: FRR sees the session go down.
+        handle.stop().await;
+        wait_until(T, "FRR session with 198.51.100.2 down", || {
+            Ok(frr.bgp_state("198.51.100.2")?.as_deref() != Some("Established"))
+        })?;
+        assert!(frr.bgp_route("2001:db8:ff::10/128")?.is_none());
+        Ok(())
+    })
 }

@@ -3,16 +3,14 @@
 //! [65001] as an AS_SEQUENCE and our next hop, and a withdrawal removes them. Needs root (skipped
 //! without it, failing under CI=true).
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::time::Duration;
+mod common;
 
-use purelb_bgp::driver::{LocalRoute, spawn_session};
-use purelb_bgp::fsm::{SessionConfig, State};
-use purelb_bgp::wire::{Ipv4Prefix, Ipv6Prefix, Prefix};
+use common::*;
+
+use purelb_bgp::driver::spawn_session;
+use purelb_bgp::fsm::State;
 use serde_json::Value;
-use testbed::netlab::{Gobgp, Lab, LinkSpec, require_root, wait_for, wait_until};
-
-const T: Duration = Duration::from_secs(60);
+use testbed::netlab::{Gobgp, require_root, wait_for, wait_until};
 
 const GOBGP_CONF: &str = r#"[global.config]
   as = 65000
@@ -50,71 +48,48 @@ fn driver_peers_with_gobgp() -> anyhow::Result<()> {
     if !require_root() {
         return Ok(());
     }
-    let lab = Lab::new()?;
-    let router = lab.router("r1")?;
-    let node = lab.node("n1")?;
-    lab.link(
-        &router,
-        &node,
-        LinkSpec::new()
-            .v4("198.51.100.1/24", "198.51.100.2/24")
-            .v6("2001:db8:1::1/64", "2001:db8:1::2/64"),
-    )?;
+    let PeerLab { lab, router, node } = peer_lab()?;
     let gobgp = lab.gobgp(&router, GOBGP_CONF)?;
 
-    let v4 = LocalRoute::new(
-        Prefix::V4(Ipv4Prefix::new(Ipv4Addr::new(203, 0, 113, 10), 32).expect("prefix")),
-        IpAddr::V4(Ipv4Addr::new(198, 51, 100, 2)),
-    );
-    let v6 = LocalRoute::new(
-        Prefix::V6(Ipv6Prefix::new("2001:db8:ff::10".parse()?, 128).expect("prefix")),
-        "2001:db8:1::2".parse()?,
-    );
+    let v4 = v4_route();
+    let v6 = v6_route();
 
-    node.run(|| -> anyhow::Result<()> {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()?;
-        rt.block_on(async {
-            let mut config = SessionConfig::new(65001, 65000, Ipv4Addr::new(198, 51, 100, 2));
-            config.connect_retry = Duration::from_secs(3);
-            let (tx, rx) = tokio::sync::watch::channel(vec![v4.clone(), v6.clone()]);
-            let peer: SocketAddr = "198.51.100.1:179".parse()?;
-            let handle = spawn_session(config, peer, None, rx);
+    in_node(&node, || async {
+        let config = session_config();
+        let (tx, rx) = tokio::sync::watch::channel(vec![v4.clone(), v6.clone()]);
+        let peer = PEER;
+        let handle = spawn_session(config, peer, None, rx);
 
-            gobgp.wait_established("198.51.100.2", T)?;
-            let mut status = handle.subscribe();
-            tokio::time::timeout(T, status.wait_for(|s| s.state == State::Established)).await??;
+        gobgp.wait_established("198.51.100.2", T)?;
+        let mut status = handle.subscribe();
+        tokio::time::timeout(T, status.wait_for(|s| s.state == State::Established)).await??;
 
-            let paths = wait_for(T, "203.0.113.10/32 in gobgpd", || {
-                rib_paths(&gobgp, "ipv4", "203.0.113.10/32")
-            })?;
-            let p = &paths[0];
-            let as_path = attr(p, 2).unwrap_or_else(|| panic!("no AS_PATH in {p}"));
-            let seg = &as_path["as_paths"][0];
-            assert_eq!(seg["segment_type"], 2, "AS_SEQUENCE expected: {p}");
-            assert_eq!(seg["asns"], serde_json::json!([65001]), "{p}");
-            let nh = attr(p, 3).unwrap_or_else(|| panic!("no NEXT_HOP in {p}"));
-            assert_eq!(nh["nexthop"], "198.51.100.2", "{p}");
+        let paths = wait_for(T, "203.0.113.10/32 in gobgpd", || {
+            rib_paths(&gobgp, "ipv4", "203.0.113.10/32")
+        })?;
+        let p = &paths[0];
+        let as_path = attr(p, 2).unwrap_or_else(|| panic!("no AS_PATH in {p}"));
+        let seg = &as_path["as_paths"][0];
+        assert_eq!(seg["segment_type"], 2, "AS_SEQUENCE expected: {p}");
+        assert_eq!(seg["asns"], serde_json::json!([65001]), "{p}");
+        let nh = attr(p, 3).unwrap_or_else(|| panic!("no NEXT_HOP in {p}"));
+        assert_eq!(nh["nexthop"], "198.51.100.2", "{p}");
 
-            let paths6 = wait_for(T, "2001:db8:ff::10/128 in gobgpd", || {
-                rib_paths(&gobgp, "ipv6", "2001:db8:ff::10/128")
-            })?;
-            assert!(paths6.to_string().contains("2001:db8:1::2"), "{paths6}");
+        let paths6 = wait_for(T, "2001:db8:ff::10/128 in gobgpd", || {
+            rib_paths(&gobgp, "ipv6", "2001:db8:ff::10/128")
+        })?;
+        assert!(paths6.to_string().contains("2001:db8:1::2"), "{paths6}");
 
-            tx.send(vec![v6.clone()])?;
-            wait_until(T, "203.0.113.10/32 withdrawn in gobgpd", || {
-                Ok(rib_paths(&gobgp, "ipv4", "203.0.113.10/32")?.is_none())
-            })?;
-            assert!(rib_paths(&gobgp, "ipv6", "2001:db8:ff::10/128")?.is_some());
+        tx.send(vec![v6.clone()])?;
+        wait_until(T, "203.0.113.10/32 withdrawn in gobgpd", || {
+            Ok(rib_paths(&gobgp, "ipv4", "203.0.113.10/32")?.is_none())
+        })?;
+        assert!(rib_paths(&gobgp, "ipv6", "2001:db8:ff::10/128")?.is_some());
 
-            handle.stop().await;
-            wait_until(T, "gobgpd session with 198.51.100.2 down", || {
-                Ok(gobgp.bgp_state("198.51.100.2")?.as_deref() != Some("established"))
-            })?;
-            anyhow::Ok(())
-        })
-    })??;
-    Ok(())
+        handle.stop().await;
+        wait_until(T, "gobgpd session with 198.51.100.2 down", || {
+            Ok(gobgp.bgp_state("198.51.100.2")?.as_deref() != Some("established"))
+        })?;
+        Ok(())
+    })
 }
