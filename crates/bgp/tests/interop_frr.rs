@@ -49,8 +49,7 @@ fn driver_peers_with_frr_and_advertises_routes() -> anyhow::Result<()> {
     in_node(&node, || async {
         let config = session_config();
         let (tx, rx) = tokio::sync::watch::channel(vec![v4.clone(), v6.clone()]);
-        let peer = PEER;
-        let handle = spawn_session(config, peer, None, rx);
+        let handle = spawn_session(config, PEER, None, rx);
 
         frr.wait_established("198.51.100.2", T)?;
 

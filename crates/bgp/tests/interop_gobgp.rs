@@ -57,8 +57,7 @@ fn driver_peers_with_gobgp() -> anyhow::Result<()> {
     in_node(&node, || async {
         let config = session_config();
         let (tx, rx) = tokio::sync::watch::channel(vec![v4.clone(), v6.clone()]);
-        let peer = PEER;
-        let handle = spawn_session(config, peer, None, rx);
+        let handle = spawn_session(config, PEER, None, rx);
 
         gobgp.wait_established("198.51.100.2", T)?;
         let mut status = handle.subscribe();

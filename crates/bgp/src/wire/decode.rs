@@ -222,37 +222,36 @@ fn decode_capability(
 }
 
 fn parse_v4_prefixes(bytes: &[u8]) -> Option<Vec<Ipv4Prefix>> {
-    let mut c = Cur::new(bytes);
-    let mut out = Vec::new();
-    while !c.is_empty() {
-        let len = c.u8()?;
-        if len > 32 {
-            return None;
-        }
-        let body = c.take(usize::from(len).div_ceil(8))?;
-        let mut octets = [0u8; 4];
-        for (dst, src) in octets.iter_mut().zip(body) {
-            *dst = *src;
-        }
-        out.push(Ipv4Prefix::new(Ipv4Addr::from(octets), len)?);
-    }
-    Some(out)
+    parse_prefixes(bytes, |octets: [u8; 4], len| {
+        Ipv4Prefix::new(Ipv4Addr::from(octets), len)
+    })
 }
 
 fn parse_v6_prefixes(bytes: &[u8]) -> Option<Vec<Ipv6Prefix>> {
+    parse_prefixes(bytes, |octets: [u8; 16], len| {
+        Ipv6Prefix::new(Ipv6Addr::from(octets), len)
+    })
+}
+
+/// NLRI encoding (RFC 4271 §4.3): a length in bits, then just enough octets of
+/// the address. `N` is the address width in octets; longer prefixes are refused.
+fn parse_prefixes<const N: usize, P>(
+    bytes: &[u8],
+    make: impl Fn([u8; N], u8) -> Option<P>,
+) -> Option<Vec<P>> {
     let mut c = Cur::new(bytes);
     let mut out = Vec::new();
     while !c.is_empty() {
         let len = c.u8()?;
-        if len > 128 {
+        if usize::from(len) > N * 8 {
             return None;
         }
         let body = c.take(usize::from(len).div_ceil(8))?;
-        let mut octets = [0u8; 16];
+        let mut octets = [0u8; N];
         for (dst, src) in octets.iter_mut().zip(body) {
             *dst = *src;
         }
-        out.push(Ipv6Prefix::new(Ipv6Addr::from(octets), len)?);
+        out.push(make(octets, len)?);
     }
     Some(out)
 }
