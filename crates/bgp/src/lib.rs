@@ -13,5 +13,8 @@
 
 pub mod driver;
 pub mod fsm;
+pub mod fuzzing;
+pub mod policy;
+pub mod speaker;
 pub mod transport;
 pub mod wire;

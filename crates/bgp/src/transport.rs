@@ -1,5 +1,6 @@
-//! Socket options for BGP transport on Linux: TCP MD5 signatures (RFC 2385) and the outgoing
-//! TTL / hop limit (eBGP multihop). Applied to a socket before `connect`.
+//! Socket options for BGP transport on Linux: TCP MD5 signatures (RFC 2385, per peer address or,
+//! on a listener, per prefix), the outgoing TTL / hop limit (eBGP multihop), the bound interface
+//! and IPv6-only listeners. Applied to a socket before `connect` or `listen`.
 
 use std::io;
 use std::net::IpAddr;
@@ -10,6 +11,10 @@ pub const MD5_MAX_KEY_LEN: usize = 80;
 
 /// `TCP_MD5SIG` in linux/tcp.h.
 const TCP_MD5SIG: libc::c_int = 14;
+/// `TCP_MD5SIG_EXT` in linux/tcp.h: honours `flags`, e.g. a key for a whole prefix.
+const TCP_MD5SIG_EXT: libc::c_int = 32;
+/// `TCP_MD5SIG_FLAG_PREFIX` in linux/tcp.h.
+const TCP_MD5SIG_FLAG_PREFIX: u8 = 1;
 
 /// `struct tcp_md5sig` from linux/tcp.h.
 #[repr(C)]
@@ -80,6 +85,15 @@ fn setsockopt<T>(fd: RawFd, level: libc::c_int, name: libc::c_int, value: &T) ->
 /// Sets (or, with an empty password, clears) the TCP MD5 key for `peer` on socket `fd`. The
 /// socket's family must match the peer's. Keys longer than [`MD5_MAX_KEY_LEN`] are an error.
 pub fn set_md5(fd: RawFd, peer: IpAddr, password: &[u8]) -> io::Result<()> {
+    set_md5_sig(fd, peer, None, password)
+}
+
+/// Like [`set_md5`] for every address in `peer/prefix_len` (dynamic neighbours on a listener).
+pub fn set_md5_prefix(fd: RawFd, peer: IpAddr, prefix_len: u8, password: &[u8]) -> io::Result<()> {
+    set_md5_sig(fd, peer, Some(prefix_len), password)
+}
+
+fn set_md5_sig(fd: RawFd, peer: IpAddr, prefix: Option<u8>, password: &[u8]) -> io::Result<()> {
     if password.len() > MD5_MAX_KEY_LEN {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -95,14 +109,61 @@ pub fn set_md5(fd: RawFd, peer: IpAddr, password: &[u8]) -> io::Result<()> {
         .copy_from_slice(password);
     let sig = TcpMd5Sig {
         addr: sockaddr_of(peer),
-        flags: 0,
-        prefixlen: 0,
+        flags: if prefix.is_some() {
+            TCP_MD5SIG_FLAG_PREFIX
+        } else {
+            0
+        },
+        prefixlen: prefix.unwrap_or(0),
         // Fits: at most 80.
         keylen: password.len() as u16,
         ifindex: 0,
         key,
     };
-    setsockopt(fd, libc::IPPROTO_TCP, TCP_MD5SIG, &sig)
+    let option = if prefix.is_some() {
+        TCP_MD5SIG_EXT
+    } else {
+        TCP_MD5SIG
+    };
+    setsockopt(fd, libc::IPPROTO_TCP, option, &sig)
+}
+
+/// Binds the socket to one interface (`SO_BINDTODEVICE`).
+pub fn set_bind_device(fd: RawFd, ifname: &str) -> io::Result<()> {
+    let name = ifname.as_bytes();
+    if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.contains(&0) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("invalid interface name {ifname:?}"),
+        ));
+    }
+    let len = libc::socklen_t::try_from(name.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "interface name too long"))?;
+    // SAFETY: `name` points to `len` readable bytes for the duration of the call.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_BINDTODEVICE,
+            name.as_ptr().cast(),
+            len,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Makes an IPv6 socket accept IPv6 only, so an IPv4 listener can share its port.
+pub fn set_v6_only(fd: RawFd) -> io::Result<()> {
+    setsockopt(
+        fd,
+        libc::IPPROTO_IPV6,
+        libc::IPV6_V6ONLY,
+        &libc::c_int::from(1u8),
+    )
 }
 
 /// Sets the TTL (IPv4) or unicast hop limit (IPv6) of packets sent on `fd`.
@@ -138,6 +199,9 @@ mod tests {
         let e = set_md5(fd, "198.51.100.1".parse().unwrap(), &[b'k'; 81]).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
         set_ttl(fd, false, 2).unwrap();
+        set_md5_prefix(fd, "198.51.100.0".parse().unwrap(), 24, b"s3cret").unwrap();
+        set_bind_device(fd, "lo").unwrap();
+        assert!(set_bind_device(fd, "no-such-interface-name-at-all").is_err());
         if let Ok(s6) = tokio::net::TcpSocket::new_v6() {
             set_md5(s6.as_raw_fd(), "2001:db8:1::1".parse().unwrap(), b"s3cret").unwrap();
             set_ttl(s6.as_raw_fd(), true, 255).unwrap();

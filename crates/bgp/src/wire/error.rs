@@ -1,6 +1,6 @@
 use std::net::Ipv4Addr;
 
-use super::Prefix;
+use super::{HEADER_LEN, MAX_MESSAGE_LEN, Prefix};
 
 /// NOTIFICATION error codes (RFC 4271 §4.5, RFC 7313).
 pub mod code {
@@ -82,10 +82,10 @@ pub enum DecodeError {
 
 impl DecodeError {
     /// The NOTIFICATION (code, subcode, data) to send before closing, or `None` when the session
-    /// stays up (treat-as-withdraw).
+    /// stays up (treat-as-withdraw). The data is cut to what fits in a 4096-octet NOTIFICATION.
     pub fn notification(&self) -> Option<(u8, u8, Vec<u8>)> {
         use code::*;
-        Some(match self {
+        let (code, subcode, mut data) = match self {
             Self::NotSynchronized => (MESSAGE_HEADER, 1, Vec::new()),
             Self::BadLength(len) => (MESSAGE_HEADER, 2, len.to_be_bytes().to_vec()),
             Self::BadType(t) => (MESSAGE_HEADER, 3, vec![*t]),
@@ -100,6 +100,10 @@ impl DecodeError {
             Self::MalformedRouteRefresh { message, .. } => {
                 (ROUTE_REFRESH_MESSAGE, 1, message.clone())
             }
-        })
+        };
+        // RFC 7313 wants the whole ROUTE-REFRESH echoed, but one of 4076 octets or more would
+        // make a NOTIFICATION over 4096 octets, which the peer rejects as a header error (1/2).
+        data.truncate(MAX_MESSAGE_LEN - HEADER_LEN - 2);
+        Some((code, subcode, data))
     }
 }
