@@ -1,1 +1,11 @@
 //! The lbnodeagent: election, announcement and BGP glue. Not built yet (issues 5 and 6); see README.md.
+
+pub mod garp;
+pub mod kernel;
+pub mod config;
+pub mod endpoints;
+pub mod event;
+pub mod go_duration;
+pub mod label_selector;
+pub mod links;
+pub mod plan;
