@@ -89,7 +89,8 @@ pub struct NeighborConfig {
     pub graceful_restart: Option<GracefulRestartConfig>,
     /// TCP MD5 password (RFC 2385).
     pub md5_password: Option<String>,
-    /// eBGP multihop: the TTL of outgoing packets.
+    /// eBGP multihop: the TTL of outgoing packets. `None` = 1 toward eBGP peers (directly
+    /// connected only, as GoBGP and FRR do), the system default toward iBGP peers.
     pub ttl: Option<u8>,
     /// Source address of our connection.
     pub local_address: Option<IpAddr>,
@@ -257,10 +258,12 @@ fn identity(global: &SpeakerConfig, n: &NeighborConfig) -> SessionIdentity {
         families: n.families.clone(),
         graceful_restart: n.graceful_restart.clone(),
     };
+    // Like GoBGP and FRR, a single-hop eBGP session sends with TTL 1 unless multihop is set.
+    let ebgp = config.local_asn != config.peer_asn;
     let options = SessionOptions {
         local: n.local_address.map(|a| SocketAddr::new(a, 0)),
         md5_password: n.md5_password.clone(),
-        ttl: n.ttl,
+        ttl: n.ttl.or(ebgp.then_some(1)),
         bind_interface: n.bind_interface.clone(),
     };
     (config, SocketAddr::new(n.address, n.port), options)
