@@ -673,6 +673,7 @@ impl Driver {
     /// RFC 4724 helper: when a peer that does graceful restart loses its connection (no
     /// NOTIFICATION), its routes stay, marked stale, for its restart time.
     fn down(&mut self, reason: DownReason) {
+        self.wire = self.session.wire_context();
         self.families.clear();
         self.advertised.clear();
         let restart_time = self

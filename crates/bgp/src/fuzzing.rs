@@ -24,7 +24,6 @@
 //! Not part of the speaker's own code path; it lives in the library so the `cargo fuzz` target
 //! (`fuzz/fuzz_targets/session_receive.rs`) and `tests/fuzz_regressions.rs` run the same code.
 
-use std::collections::VecDeque;
 use std::net::Ipv4Addr;
 use std::time::Instant;
 
@@ -145,13 +144,11 @@ struct Harness {
 }
 
 impl Harness {
-    /// Runs one event and everything it leads to, carrying out the actions like the driver.
+    /// Runs one event, carrying out its actions like the driver.
     fn process(&mut self, event: Event) {
-        let mut events = VecDeque::from([event]);
-        while let Some(event) = events.pop_front() {
-            for action in self.session.handle(event, self.now) {
-                self.execute(action);
-            }
+        // The driver also queues TcpClosed after a failed write; here writes cannot fail.
+        for action in self.session.handle(event, self.now) {
+            self.execute(action);
         }
     }
 

@@ -2,6 +2,8 @@
 //! stable: every file of the seed corpus `fuzz/corpus/session_receive/` is replayed, the seeds
 //! are rebuilt here from messages and must match the files, and each seed reaches the state it
 //! was written for. Crashes the fuzzer finds are added below as inline byte arrays.
+//! `FUZZ_CORPUS=<dir> cargo test -p purelb-bgp --test fuzz_regressions replay_corpus` also
+//! replays another directory, such as a fuzzer's working corpus.
 //!
 //! Regenerate the seed files after a deliberate codec change with
 //! `cargo test -p purelb-bgp --test fuzz_regressions -- --ignored write_seed_corpus`.
@@ -289,18 +291,28 @@ fn seed_files_match_the_builders() {
     }
 }
 
-/// Every file in the corpus directory, seeds and anything added since, through the harness.
-#[test]
-fn replay_corpus() {
+fn replay_dir(dir: &Path) -> usize {
     let mut n = 0;
-    for entry in std::fs::read_dir(corpus_dir()).unwrap() {
+    for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
         if path.is_file() {
             fuzz_session_receive(&std::fs::read(&path).unwrap());
             n += 1;
         }
     }
+    n
+}
+
+/// Every file in the corpus directory, seeds and anything added since, through the harness; with
+/// `FUZZ_CORPUS=<dir>` also every file there (a fuzzer's working corpus, say).
+#[test]
+fn replay_corpus() {
+    let n = replay_dir(&corpus_dir());
     assert!(n >= seeds().len(), "only {n} corpus files");
+    if let Some(dir) = std::env::var_os("FUZZ_CORPUS") {
+        let n = replay_dir(Path::new(&dir));
+        eprintln!("replayed {n} files from {}", Path::new(&dir).display());
+    }
 }
 
 #[test]
