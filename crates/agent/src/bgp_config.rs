@@ -163,9 +163,9 @@ pub fn map_config(
     let listen_port = match global.listen_port {
         None | Some(0) => Some(BGP_PORT),
         Some(p) if p < 0 => None,
-        Some(p) => Some(
-            u16::try_from(p).map_err(|_| invalid("spec.global.listenPort", "not a port"))?,
-        ),
+        Some(p) => {
+            Some(u16::try_from(p).map_err(|_| invalid("spec.global.listenPort", "not a port"))?)
+        }
     };
     let listen_addresses = global
         .listen_addresses
@@ -173,16 +173,17 @@ pub fn map_config(
         .flatten()
         .enumerate()
         .map(|(i, a)| {
-            a.parse::<IpAddr>()
-                .map_err(|_| invalid(format!("spec.global.listenAddresses[{i}]"), "not an IP address"))
+            a.parse::<IpAddr>().map_err(|_| {
+                invalid(
+                    format!("spec.global.listenAddresses[{i}]"),
+                    "not an IP address",
+                )
+            })
         })
         .collect::<Result<Vec<_>, _>>()?;
     let policy = m.policy(spec)?;
     let defaults = NeighborDefaults {
-        graceful_restart: global
-            .graceful_restart
-            .as_ref()
-            .and_then(graceful_restart),
+        graceful_restart: global.graceful_restart.as_ref().and_then(graceful_restart),
         export: export_policy(global.apply_policy.as_ref(), "spec.global.applyPolicy")?,
         bind_interface: global.bind_to_device.clone().filter(|s| !s.is_empty()),
     };
@@ -309,7 +310,10 @@ struct Mapper<'a> {
 impl Mapper<'_> {
     fn global_unsupported(&mut self, g: &crd::GlobalSpec) {
         let set = [
-            ("families", g.families.as_ref().is_some_and(|f| !f.is_empty())),
+            (
+                "families",
+                g.families.as_ref().is_some_and(|f| !f.is_empty()),
+            ),
             ("useMultiplePaths", g.use_multiple_paths.is_some()),
             ("routeSelectionOptions", g.route_selection_options.is_some()),
             ("defaultRouteDistance", g.default_route_distance.is_some()),
@@ -373,7 +377,8 @@ impl Mapper<'_> {
                 continue;
             }
             let c = &g.config;
-            let mut n = NeighborConfig::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), c.peer_asn.unwrap_or(0));
+            let mut n =
+                NeighborConfig::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), c.peer_asn.unwrap_or(0));
             n.local_asn = c.local_asn.filter(|a| *a != 0);
             n.description = c.description.clone().unwrap_or_default();
             n.md5_password = self.password(
@@ -382,7 +387,8 @@ impl Mapper<'_> {
                 c.auth_password_secret_ref.as_ref(),
             )?;
             self.families(&path, g.afi_safis.as_deref(), &mut n)?;
-            if let Some(e) = export_policy(g.apply_policy.as_ref(), &format!("{path}.applyPolicy"))? {
+            if let Some(e) = export_policy(g.apply_policy.as_ref(), &format!("{path}.applyPolicy"))?
+            {
                 n.export = e;
             }
             self.import_policy(&path, g.apply_policy.as_ref());
@@ -408,7 +414,8 @@ impl Mapper<'_> {
         if c.neighbor_interface.as_ref().is_some_and(|s| !s.is_empty())
             && c.neighbor_address.as_ref().is_none_or(|s| s.is_empty())
         {
-            self.unsupported.push(format!("{path}.config.neighborInterface"));
+            self.unsupported
+                .push(format!("{path}.config.neighborInterface"));
             return Ok(None);
         }
         let address: IpAddr = c
@@ -416,7 +423,12 @@ impl Mapper<'_> {
             .as_deref()
             .unwrap_or_default()
             .parse()
-            .map_err(|_| invalid(format!("{path}.config.neighborAddress"), "not an IP address"))?;
+            .map_err(|_| {
+                invalid(
+                    format!("{path}.config.neighborAddress"),
+                    "not an IP address",
+                )
+            })?;
         let mut n = match c.peer_group.as_ref().filter(|g| !g.is_empty()) {
             Some(g) => match groups.get(g) {
                 Some(template) => template.clone(),
@@ -438,7 +450,10 @@ impl Mapper<'_> {
             n.peer_asn = c.peer_asn;
         }
         if n.peer_asn == 0 {
-            return Err(invalid(format!("{path}.config.peerAsn"), "0 is not an AS number"));
+            return Err(invalid(
+                format!("{path}.config.peerAsn"),
+                "0 is not an AS number",
+            ));
         }
         if let Some(a) = c.local_asn.filter(|a| *a != 0) {
             n.local_asn = Some(a);
@@ -508,7 +523,10 @@ impl Mapper<'_> {
             }
         }
         if families.is_empty() {
-            return Err(invalid(format!("{path}.afiSafis"), "no supported family is enabled"));
+            return Err(invalid(
+                format!("{path}.afiSafis"),
+                "no supported family is enabled",
+            ));
         }
         n.families = families;
         Ok(())
@@ -516,7 +534,8 @@ impl Mapper<'_> {
 
     fn import_policy(&mut self, path: &str, apply: Option<&ApplyPolicy>) {
         if apply.is_some_and(|a| a.import_policy.is_some()) {
-            self.unsupported.push(format!("{path}.applyPolicy.importPolicy"));
+            self.unsupported
+                .push(format!("{path}.applyPolicy.importPolicy"));
         }
     }
 
@@ -554,7 +573,10 @@ impl Mapper<'_> {
         };
         if let Some(a) = t.local_address.as_ref().filter(|a| !a.is_empty()) {
             n.local_address = Some(a.parse().map_err(|_| {
-                invalid(format!("{path}.transport.localAddress"), "not an IP address")
+                invalid(
+                    format!("{path}.transport.localAddress"),
+                    "not an IP address",
+                )
             })?);
         }
         if let Some(p) = t.passive_mode {
@@ -616,30 +638,32 @@ impl Mapper<'_> {
     }
 
     fn statement(&mut self, path: &str, s: &crd::Statement) -> Result<Statement, MapError> {
-        let set = |m: &Option<crd::MatchSet>, field: &str| -> Result<Option<SetCondition>, MapError> {
-            m.as_ref()
-                .map(|m| {
-                    let kind = match m.match_option.as_deref().unwrap_or("any") {
-                        "any" | "" => MatchKind::Any,
-                        "all" => MatchKind::All,
-                        "invert" => MatchKind::Invert,
-                        other => {
-                            return Err(invalid(
-                                format!("{path}.conditions.{field}.matchOption"),
-                                format!("{other:?} is not any, all or invert"),
-                            ));
-                        }
-                    };
-                    Ok(SetCondition {
-                        set: m.name.clone(),
-                        kind,
+        let set =
+            |m: &Option<crd::MatchSet>, field: &str| -> Result<Option<SetCondition>, MapError> {
+                m.as_ref()
+                    .map(|m| {
+                        let kind = match m.match_option.as_deref().unwrap_or("any") {
+                            "any" | "" => MatchKind::Any,
+                            "all" => MatchKind::All,
+                            "invert" => MatchKind::Invert,
+                            other => {
+                                return Err(invalid(
+                                    format!("{path}.conditions.{field}.matchOption"),
+                                    format!("{other:?} is not any, all or invert"),
+                                ));
+                            }
+                        };
+                        Ok(SetCondition {
+                            set: m.name.clone(),
+                            kind,
+                        })
                     })
-                })
-                .transpose()
-        };
+                    .transpose()
+            };
         let c = &s.conditions;
         if c.rpki_result.is_some() {
-            self.unsupported.push(format!("{path}.conditions.rpkiResult"));
+            self.unsupported
+                .push(format!("{path}.conditions.rpkiResult"));
         }
         let conditions = Conditions {
             prefix_set: set(&c.prefix_set, "prefixSet")?,
@@ -673,8 +697,10 @@ impl Mapper<'_> {
                         ));
                     }
                 };
-                let (communities, large_communities) =
-                    parse_communities(&format!("{path}.actions.community.communities"), &c.communities)?;
+                let (communities, large_communities) = parse_communities(
+                    &format!("{path}.actions.community.communities"),
+                    &c.communities,
+                )?;
                 Ok(CommunityAction {
                     op,
                     communities,
@@ -688,7 +714,10 @@ impl Mapper<'_> {
             .map(|m| match m.action_type.to_ascii_lowercase().as_str() {
                 "mod" => Ok(MedAction::Add(m.value)),
                 "replace" | "" => u32::try_from(m.value).map(MedAction::Replace).map_err(|_| {
-                    invalid(format!("{path}.actions.med.value"), "out of range 0..4294967295")
+                    invalid(
+                        format!("{path}.actions.med.value"),
+                        "out of range 0..4294967295",
+                    )
                 }),
                 other => Err(invalid(
                     format!("{path}.actions.med.type"),
@@ -718,7 +747,12 @@ impl Mapper<'_> {
     fn netlink_export(&mut self, spec: &BGPConfigurationSpec) -> Result<ExportSettings, MapError> {
         let e = spec.netlink_export.as_ref();
         let mut rules = Vec::new();
-        for (i, r) in e.and_then(|e| e.rules.as_ref()).into_iter().flatten().enumerate() {
+        for (i, r) in e
+            .and_then(|e| e.rules.as_ref())
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
             let path = format!("spec.netlinkExport.rules[{i}]");
             let mut all = r.community_list.clone().unwrap_or_default();
             all.extend(r.large_community_list.clone().unwrap_or_default());
@@ -742,8 +776,12 @@ impl Mapper<'_> {
         }
         let protocol = match e.and_then(|e| e.route_protocol) {
             None | Some(0) => DEFAULT_ROUTE_PROTOCOL,
-            Some(p) => u8::try_from(p)
-                .map_err(|_| invalid("spec.netlinkExport.routeProtocol", "must be 1..255"))?,
+            Some(p) => u8::try_from(p).ok().filter(|p| *p > 4).ok_or_else(|| {
+                invalid(
+                    "spec.netlinkExport.routeProtocol",
+                    "must be 5..255 (0-4 are the kernel's own: unspec, redirect, kernel, boot, static)",
+                )
+            })?,
         };
         Ok(ExportSettings {
             enabled: e.and_then(|e| e.enabled).unwrap_or(false),
@@ -763,8 +801,11 @@ fn check_community(path: &str, s: &str) -> Result<(), MapError> {
     result.map_err(|e| invalid(path, e))
 }
 
+/// Standard and large communities.
+type Communities = (Vec<u32>, Vec<(u32, u32, u32)>);
+
 /// Splits `AS:VALUE` and `A:B:C` strings into standard and large communities.
-fn parse_communities(path: &str, list: &[String]) -> Result<(Vec<u32>, Vec<(u32, u32, u32)>), MapError> {
+fn parse_communities(path: &str, list: &[String]) -> Result<Communities, MapError> {
     let mut standard = Vec::new();
     let mut large = Vec::new();
     for (i, s) in list.iter().enumerate() {
@@ -786,7 +827,10 @@ fn graceful_restart(gr: &crd::GracefulRestart) -> Option<GracefulRestartConfig> 
     })
 }
 
-fn export_policy(apply: Option<&ApplyPolicy>, path: &str) -> Result<Option<ExportPolicy>, MapError> {
+fn export_policy(
+    apply: Option<&ApplyPolicy>,
+    path: &str,
+) -> Result<Option<ExportPolicy>, MapError> {
     let Some(e) = apply.and_then(|a| a.export_policy.as_ref()) else {
         return Ok(None);
     };
@@ -837,11 +881,14 @@ pub fn resolve_router_id(
                     .and_then(|k| k.strip_suffix("']"))
                     .filter(|k| valid_annotation_key(k))
                     .ok_or_else(|| err(format!("unknown template {wanted:?}")))?;
-                let value = node.annotations.get(key).ok_or_else(|| {
-                    err(format!("node {} has no annotation {key:?}", node.name))
-                })?;
+                let value = node
+                    .annotations
+                    .get(key)
+                    .ok_or_else(|| err(format!("node {} has no annotation {key:?}", node.name)))?;
                 valid_router_id(value).ok_or_else(|| {
-                    err(format!("annotation {key:?} value {value:?} is not a usable IPv4 address"))
+                    err(format!(
+                        "annotation {key:?} value {value:?} is not a usable IPv4 address"
+                    ))
                 })?
             }
         };
@@ -862,7 +909,8 @@ pub fn resolve_router_id(
         .as_deref()
         .filter(|p| !p.is_empty())
         .unwrap_or(DEFAULT_ROUTER_ID_POOL);
-    let net = IpNet::parse(pool).map_err(|_| err(format!("routerIDPool {pool:?} is not a CIDR")))?;
+    let net =
+        IpNet::parse(pool).map_err(|_| err(format!("routerIDPool {pool:?} is not a CIDR")))?;
     let IpAddr::V4(base) = net.addr else {
         return Err(err(format!("routerIDPool {pool:?} is not IPv4")));
     };
@@ -907,7 +955,10 @@ mod tests {
             name: "n1".into(),
             labels: BTreeMap::from([("rack".into(), "a".into())]),
             annotations: BTreeMap::from([("example.com/bgp-id".into(), "198.51.100.77".into())]),
-            internal_ips: vec!["2001:db8::5".parse().unwrap(), "198.51.100.5".parse().unwrap()],
+            internal_ips: vec![
+                "2001:db8::5".parse().unwrap(),
+                "198.51.100.5".parse().unwrap(),
+            ],
             external_ips: vec!["203.0.113.5".parse().unwrap()],
         }
     }
@@ -941,7 +992,10 @@ spec:
         let n = &m.speaker.neighbors[0];
         assert_eq!(n.address, "198.51.100.1".parse::<IpAddr>().unwrap());
         assert_eq!(n.peer_asn, 65001);
-        assert_eq!(n.families, vec![AfiSafi::IPV4_UNICAST, AfiSafi::IPV6_UNICAST]);
+        assert_eq!(
+            n.families,
+            vec![AfiSafi::IPV4_UNICAST, AfiSafi::IPV6_UNICAST]
+        );
         assert!(m.import.enabled);
         assert_eq!(m.import.interfaces, vec!["kube-lb0"]);
         assert!(m.unsupported.is_empty(), "{:?}", m.unsupported);
@@ -955,7 +1009,10 @@ spec:
         let n = node();
         let resolve = |spec: &BGPConfigurationSpec, n: &NodeFacts| resolve_router_id(spec, n);
         spec.global.router_id = Some("198.51.100.9".into());
-        assert_eq!(resolve(&spec, &n).unwrap(), (Ipv4Addr::new(198, 51, 100, 9), RouterIdSource::Explicit));
+        assert_eq!(
+            resolve(&spec, &n).unwrap(),
+            (Ipv4Addr::new(198, 51, 100, 9), RouterIdSource::Explicit)
+        );
         for bad in ["127.0.0.1", "169.254.1.1", "0.0.0.0", "nope"] {
             spec.global.router_id = Some(bad.into());
             assert!(resolve(&spec, &n).is_err(), "{bad}");
@@ -963,9 +1020,17 @@ spec:
         spec.global.router_id = Some("${NODE_EXTERNAL_IP}".into());
         assert_eq!(resolve(&spec, &n).unwrap().0, Ipv4Addr::new(203, 0, 113, 5));
         spec.global.router_id = Some("${node.annotations['example.com/bgp-id']}".into());
-        assert_eq!(resolve(&spec, &n).unwrap(), (Ipv4Addr::new(198, 51, 100, 77), RouterIdSource::Template));
+        assert_eq!(
+            resolve(&spec, &n).unwrap(),
+            (Ipv4Addr::new(198, 51, 100, 77), RouterIdSource::Template)
+        );
         spec.global.router_id = Some("${node.annotations['missing']}".into());
-        assert!(resolve(&spec, &n).unwrap_err().to_string().contains("missing"));
+        assert!(
+            resolve(&spec, &n)
+                .unwrap_err()
+                .to_string()
+                .contains("missing")
+        );
         spec.global.router_id = Some("${WHAT}".into());
         assert!(resolve(&spec, &n).is_err());
 
@@ -977,7 +1042,11 @@ spec:
         };
         let (id, source) = resolve(&spec, &v6_only).unwrap();
         assert_eq!(source, RouterIdSource::HashFromNodeName);
-        assert!(IpNet::parse("10.255.0.0/16").unwrap().contains(IpAddr::V4(id)));
+        assert!(
+            IpNet::parse("10.255.0.0/16")
+                .unwrap()
+                .contains(IpAddr::V4(id))
+        );
         assert_eq!(resolve(&spec, &v6_only).unwrap().0, id);
         spec.global.router_id_pool = Some("198.51.100.0/24".into());
         let (id, _) = resolve(&spec, &v6_only).unwrap();
@@ -1053,7 +1122,11 @@ spec:
         assert_eq!(a.local_address, Some("198.51.100.2".parse().unwrap()));
         assert_eq!(a.export.default_action, RouteAction::Reject);
         assert_eq!(a.export.policies, vec!["tag"]);
-        assert_eq!(a.graceful_restart.as_ref().unwrap().restart_time, 90, "global default");
+        assert_eq!(
+            a.graceful_restart.as_ref().unwrap().restart_time,
+            90,
+            "global default"
+        );
         let g = &m.speaker.neighbors[1];
         assert_eq!(g.peer_asn, 65010, "from the peer group");
         assert_eq!(g.md5_password.as_deref(), Some("s3cret"));
@@ -1073,22 +1146,35 @@ spec:
         assert_eq!(m.export.rules[0].communities, vec![(65000 << 16) | 999]);
         assert_eq!(m.export.rules[0].metric, 30);
         assert_eq!(m.export.protocol, DEFAULT_ROUTE_PROTOCOL);
-        assert!(m.unsupported.contains(&"spec.global.families".to_string()), "{:?}", m.unsupported);
-        assert!(m
-            .unsupported
-            .contains(&"spec.neighbors[0].applyPolicy.importPolicy".to_string()));
+        assert!(
+            m.unsupported.contains(&"spec.global.families".to_string()),
+            "{:?}",
+            m.unsupported
+        );
+        assert!(
+            m.unsupported
+                .contains(&"spec.neighbors[0].applyPolicy.importPolicy".to_string())
+        );
     }
 
     #[test]
     fn bad_configurations_name_the_problem() {
         let no_secret = map_config(&parse(FULL), &node(), &Secrets::new()).unwrap_err();
-        assert!(matches!(no_secret, MapError::MissingSecret { .. }), "{no_secret}");
+        assert!(
+            matches!(no_secret, MapError::MissingSecret { .. }),
+            "{no_secret}"
+        );
         assert!(no_secret.to_string().contains("bgp-auth"));
 
         let mut c = parse(SAMPLE);
-        c.spec.neighbors.as_mut().unwrap()[0].config.neighbor_address = Some("not-an-ip".into());
+        c.spec.neighbors.as_mut().unwrap()[0]
+            .config
+            .neighbor_address = Some("not-an-ip".into());
         let e = map_config(&c, &node(), &Secrets::new()).unwrap_err();
-        assert_eq!(e.to_string(), "spec.neighbors[0].config.neighborAddress: not an IP address");
+        assert_eq!(
+            e.to_string(),
+            "spec.neighbors[0].config.neighborAddress: not an IP address"
+        );
 
         let mut c = parse(FULL);
         c.spec.policy_definitions.as_mut().unwrap()[0].statements[0]
@@ -1107,7 +1193,10 @@ spec:
             external_ips: Vec::new(),
             ..node()
         };
-        assert!(matches!(map_config(&c, &n, &Secrets::new()), Err(MapError::RouterId(_))));
+        assert!(matches!(
+            map_config(&c, &n, &Secrets::new()),
+            Err(MapError::RouterId(_))
+        ));
     }
 
     #[test]

@@ -318,7 +318,15 @@ pub fn config_status(
         .and_then(|p| p.conditions.clone())
         .unwrap_or_default();
     let c = |type_: &str, ok: bool, reason: &str, message: String| {
-        condition(&prev_conditions, type_, ok, reason, message, generation, now)
+        condition(
+            &prev_conditions,
+            type_,
+            ok,
+            reason,
+            message,
+            generation,
+            now,
+        )
     };
     let mut status = BGPConfigurationStatus {
         observed_generation: generation,
@@ -373,7 +381,12 @@ pub fn config_status(
                 format!("Configuration validation failed: {e}"),
             )];
             if router_id {
-                conditions.push(c("RouterIDResolved", false, "ResolutionFailed", e.to_string()));
+                conditions.push(c(
+                    "RouterIDResolved",
+                    false,
+                    "ResolutionFailed",
+                    e.to_string(),
+                ));
             }
             status.conditions = Some(conditions);
             status.message = Some(format!(
@@ -508,14 +521,23 @@ mod tests {
         let s = status(State::Established, true);
         assert_eq!(s.healthy, Some(true));
         let ready = &s.conditions.as_ref().unwrap()[0];
-        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("True", "AllHealthy"));
-        assert_eq!(ready.message, "1 neighbor(s) established, netlinkImport active");
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("True", "AllHealthy")
+        );
+        assert_eq!(
+            ready.message,
+            "1 neighbor(s) established, netlinkImport active"
+        );
         let n = &s.neighbors.as_ref().unwrap()[0];
         assert_eq!(n.state, "Established");
         assert!(n.session_up_since.is_some());
         assert_eq!(n.last_error, None, "no error while Established");
         let rib = s.rib.as_ref().unwrap();
-        assert_eq!(rib.local_routes.as_ref().unwrap()[0].prefix, "203.0.113.10/32");
+        assert_eq!(
+            rib.local_routes.as_ref().unwrap()[0].prefix,
+            "203.0.113.10/32"
+        );
         assert_eq!(
             rib.local_routes.as_ref().unwrap()[0].advertised_to,
             Some(vec!["198.51.100.1".to_owned()])
@@ -555,7 +577,15 @@ mod tests {
             SystemTime::now(),
         );
         assert_eq!(again.last_transition_time, first.last_transition_time);
-        let flipped = condition(&[first.clone()], "Ready", false, "Degraded", "z".into(), None, SystemTime::now());
+        let flipped = condition(
+            std::slice::from_ref(&first),
+            "Ready",
+            false,
+            "Degraded",
+            "z".into(),
+            None,
+            SystemTime::now(),
+        );
         assert_ne!(flipped.last_transition_time, first.last_transition_time);
     }
 
@@ -563,7 +593,15 @@ mod tests {
     fn config_status_says_what_happened() {
         let m = mapped();
         let now = SystemTime::now();
-        let ok = config_status(Some(3), None, &ConfigOutcome::Applied { mapped: &m, established: 1 }, now);
+        let ok = config_status(
+            Some(3),
+            None,
+            &ConfigOutcome::Applied {
+                mapped: &m,
+                established: 1,
+            },
+            now,
+        );
         assert_eq!(ok.observed_generation, Some(3));
         assert_eq!(ok.established_neighbors, Some(1));
         assert_eq!(ok.neighbor_count, Some(1));
@@ -571,11 +609,25 @@ mod tests {
         let e = MapError::RouterId("node n1 has no ExternalIP IPv4 address".into());
         let bad = config_status(Some(4), Some(&ok), &ConfigOutcome::Invalid(&e), now);
         let c = bad.conditions.as_ref().unwrap();
-        assert_eq!((c[0].status.as_str(), c[0].reason.as_str()), ("False", "ConfigurationInvalid"));
+        assert_eq!(
+            (c[0].status.as_str(), c[0].reason.as_str()),
+            ("False", "ConfigurationInvalid")
+        );
         assert!(c[0].message.contains("ExternalIP"));
         assert_eq!(c[1].reason, "ResolutionFailed");
-        assert_eq!(bad.neighbor_count, Some(1), "the running configuration's count stays");
-        let other = config_status(None, None, &ConfigOutcome::Superseded { by: "purelb-system/default" }, now);
+        assert_eq!(
+            bad.neighbor_count,
+            Some(1),
+            "the running configuration's count stays"
+        );
+        let other = config_status(
+            None,
+            None,
+            &ConfigOutcome::Superseded {
+                by: "purelb-system/default",
+            },
+            now,
+        );
         assert_eq!(other.conditions.as_ref().unwrap()[0].reason, "Superseded");
     }
 

@@ -15,4 +15,8 @@ pub mod http;
 pub mod metrics;
 pub mod netstate;
 pub mod recorder;
+pub mod netlink_export;
 pub mod bgp_status;
+pub mod announcer;
+pub mod controller;
+pub mod bgp_runtime;

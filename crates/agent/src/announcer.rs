@@ -1,0 +1,673 @@
+//! Carries out the per-Service [`Decision`]s on the kernel (spec §5.4–§5.6, §5.9):
+//! adds local VIPs (with lifetimes, flags and the protocol marker) on the winner's
+//! NIC and remote VIPs on the dummy link, renews finite lifetimes, sends GARP /
+//! unsolicited NA, withdraws, and adopts what an earlier run of the agent left.
+//!
+//! The announcer is owned by the controller's single task, so kernel changes never
+//! interleave. What it put on the kernel is in `held` (one placement per address);
+//! a decision that matches the placement already held costs no netlink call: the
+//! renewal timer keeps the lifetime fresh, and GARP goes out only when an address
+//! moves here.
+//!
+//! Only addresses carrying the agent's protocol marker are ever removed: those it
+//! added itself, in this run or (adopted at start) an earlier one.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use purelb_api::pool::IpFamily;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::config::{AddressSettings, GarpSettings};
+use crate::election::View;
+use crate::kernel::{Address, AddressOptions, Kernel};
+use crate::metrics::Metrics;
+use crate::netstate::{self, NetSnapshot};
+use crate::plan::{AddressRemoval, AnnouncedAddresses, Decision, Election, WithdrawReason};
+
+/// Where an address goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Local,
+    Remote,
+}
+
+/// One address the agent holds on the kernel.
+#[derive(Debug)]
+pub struct Held {
+    pub kind: Kind,
+    pub ifindex: u32,
+    pub ifname: String,
+    pub prefix_len: u8,
+    pub options: AddressOptions,
+    /// When the lifetime is refreshed next (`None`: permanent).
+    renew_at: Option<Instant>,
+    renew_every: Option<Duration>,
+    garp: Option<JoinHandle<()>>,
+}
+
+impl Held {
+    fn same_placement(&self, ifindex: u32, prefix_len: u8, options: &AddressOptions) -> bool {
+        self.ifindex == ifindex && self.prefix_len == prefix_len && self.options == *options
+    }
+}
+
+/// What applying one decision did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    /// The address was added (or moved) here: post the success event, GARP ran.
+    Added,
+    /// Already held as decided; nothing changed.
+    Unchanged,
+    /// Not added: this node is not (or no longer) healthy.
+    NotHealthy,
+    /// The kernel refused; the message is for `AnnouncementFailed`.
+    Failed(String),
+    /// A withdrawal: how many kernel addresses were removed (0: none held, or
+    /// another Service still announces it).
+    Withdrawn { removed: usize, shared: bool },
+    /// Skip / Retry: nothing done.
+    Nothing,
+}
+
+pub struct Announcer {
+    kernel: Kernel,
+    node: String,
+    metrics: Arc<Metrics>,
+    held: BTreeMap<IpAddr, Held>,
+    announced: AnnouncedAddresses,
+    /// Addresses an earlier run left, by IP, until a decision claims them.
+    adopted: BTreeMap<IpAddr, Vec<Address>>,
+    view: watch::Receiver<View>,
+}
+
+impl Announcer {
+    pub fn new(
+        kernel: Kernel,
+        node: &str,
+        metrics: Arc<Metrics>,
+        view: watch::Receiver<View>,
+    ) -> Self {
+        Self {
+            kernel,
+            node: node.to_owned(),
+            metrics,
+            held: BTreeMap::new(),
+            announced: AnnouncedAddresses::default(),
+            adopted: BTreeMap::new(),
+            view,
+        }
+    }
+
+    pub fn kernel(&self) -> &Kernel {
+        &self.kernel
+    }
+
+    /// Takes over the addresses an earlier run left (protocol marker): a decision
+    /// that wants one keeps it in place; [`Self::remove_unclaimed`] removes the rest.
+    pub fn adopt(&mut self, owned: &[Address]) {
+        for a in owned {
+            self.adopted.entry(a.ip).or_default().push(a.clone());
+        }
+        if !owned.is_empty() {
+            tracing::info!(op = "startup", addresses = owned.len(), "adopting addresses an earlier run added");
+        }
+    }
+
+    /// Whether the node holds (or adopted) `ip`: claims of such addresses are not
+    /// held back by the join hold-down.
+    pub fn holds(&self, ip: IpAddr) -> bool {
+        self.held.contains_key(&ip) || self.adopted.contains_key(&ip)
+    }
+
+    pub fn held_local(&self) -> impl Iterator<Item = (&IpAddr, &Held)> {
+        self.held.iter().filter(|(_, h)| h.kind == Kind::Local)
+    }
+
+    pub fn is_announced(&self, service: &str, ip: IpAddr) -> bool {
+        self.announced.is_announced(service, ip)
+    }
+
+    /// Removes what was adopted but no decision claimed (after the first full pass).
+    pub async fn remove_unclaimed(&mut self) {
+        for (ip, addresses) in std::mem::take(&mut self.adopted) {
+            for a in addresses {
+                match netstate::delete_exact(&self.kernel, a.ifindex, a.ip, a.prefix_len).await {
+                    Ok(removed) => {
+                        self.metrics.address_withdrawals.inc();
+                        tracing::info!(op = "withdrawAddress", ip = %ip, interface = a.ifname.as_deref().unwrap_or_default(),
+                            reason = "notWanted", removed = u8::from(removed), "withdrawAddress");
+                    }
+                    Err(error) => tracing::warn!(op = "withdrawAddress", ip = %ip, %error, "removing a leftover address failed"),
+                }
+            }
+        }
+    }
+
+    /// Carries out one decision for `service`.
+    pub async fn apply(
+        &mut self,
+        service: &str,
+        decision: &Decision,
+        net: &NetSnapshot,
+        garp: Option<GarpJob>,
+    ) -> Applied {
+        match decision {
+            Decision::Local {
+                ip,
+                interface,
+                prefix_len,
+                options,
+                nodad,
+                ..
+            } => {
+                if !self.view.borrow().healthy {
+                    return Applied::NotHealthy;
+                }
+                let opts = kernel_options(options, *nodad, IpFamily::of(*ip) == IpFamily::V6);
+                self.add(service, *ip, Kind::Local, interface, *prefix_len, opts, options, net, garp)
+                    .await
+            }
+            Decision::Remote {
+                ip,
+                interface,
+                prefix_len,
+                options,
+            } => {
+                let opts = kernel_options(options, false, false);
+                self.add(service, *ip, Kind::Remote, interface, *prefix_len, opts, options, net, None)
+                    .await
+            }
+            Decision::Withdraw { ip, reason } => self.withdraw(service, *ip, *reason).await,
+            Decision::Skip { .. } | Decision::Retry { .. } => Applied::Nothing,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn add(
+        &mut self,
+        service: &str,
+        ip: IpAddr,
+        kind: Kind,
+        interface: &str,
+        prefix_len: u8,
+        opts: AddressOptions,
+        settings: &AddressSettings,
+        net: &NetSnapshot,
+        garp: Option<GarpJob>,
+    ) -> Applied {
+        let Some(link) = net.link_named(interface) else {
+            return Applied::Failed(format!("no link named {interface:?}"));
+        };
+        let ifindex = link.index;
+        if let Some(held) = self.held.get(&ip)
+            && held.same_placement(ifindex, prefix_len, &opts)
+        {
+            self.record(service, ip);
+            return Applied::Unchanged;
+        }
+        if let Err(error) = self.kernel.add_address(ifindex, ip, prefix_len, &opts).await {
+            return Applied::Failed(error.to_string());
+        }
+        self.metrics.address_additions.inc();
+        // Wherever else we had it (another link, another mask) goes now.
+        if let Some(old) = self.held.remove(&ip) {
+            if let Some(task) = old.garp {
+                task.abort();
+            }
+            if !(old.ifindex == ifindex && old.prefix_len == prefix_len) {
+                self.delete_placement(ip, old.ifindex, old.prefix_len).await;
+            }
+        }
+        for a in self.adopted.remove(&ip).unwrap_or_default() {
+            if !(a.ifindex == ifindex && a.prefix_len == prefix_len) {
+                self.delete_placement(ip, a.ifindex, a.prefix_len).await;
+            }
+        }
+        let renew_every = settings.renewal_interval();
+        let garp = match (kind, garp) {
+            (Kind::Local, Some(job)) => link.mac.map(|mac| {
+                tokio::spawn(job.run(
+                    ifindex,
+                    mac,
+                    ip,
+                    self.view.clone(),
+                    self.node.clone(),
+                    self.metrics.clone(),
+                ))
+            }),
+            _ => None,
+        };
+        self.held.insert(
+            ip,
+            Held {
+                kind,
+                ifindex,
+                ifname: interface.to_owned(),
+                prefix_len,
+                options: opts,
+                renew_at: renew_every.map(|d| Instant::now() + d),
+                renew_every,
+                garp,
+            },
+        );
+        self.record(service, ip);
+        Applied::Added
+    }
+
+    fn record(&mut self, service: &str, ip: IpAddr) {
+        if !self.announced.is_announced(service, ip) {
+            self.announced.record(service, ip);
+            self.metrics.set_announced(service, &self.node, ip, true);
+        }
+    }
+
+    async fn delete_placement(&mut self, ip: IpAddr, ifindex: u32, prefix_len: u8) -> bool {
+        self.metrics.address_withdrawals.inc();
+        match netstate::delete_exact(&self.kernel, ifindex, ip, prefix_len).await {
+            Ok(removed) => removed,
+            Err(error) => {
+                tracing::warn!(op = "withdrawAddress", ip = %ip, %error, "removing an address failed");
+                false
+            }
+        }
+    }
+
+    /// Withdraw(service, ip, reason) of §5.6: drop the record; remove the address
+    /// unless another Service on this node still announces it.
+    pub async fn withdraw(&mut self, service: &str, ip: IpAddr, reason: WithdrawReason) -> Applied {
+        let was_announced = self.announced.is_announced(service, ip);
+        if was_announced {
+            self.metrics.set_announced(service, &self.node, ip, false);
+        }
+        match self.announced.withdraw(service, ip) {
+            AddressRemoval::KeepShared { other } => {
+                if was_announced {
+                    tracing::info!(op = "withdrawAddress", service, ip = %ip, reason = reason.as_str(),
+                        shared_with = %other, removed = 0, "withdrawAddress");
+                }
+                Applied::Withdrawn {
+                    removed: 0,
+                    shared: true,
+                }
+            }
+            AddressRemoval::Remove => {
+                let removed = self.remove_ip(ip).await;
+                if removed > 0 || was_announced {
+                    tracing::info!(op = "withdrawAddress", service, ip = %ip, reason = reason.as_str(), removed, "withdrawAddress");
+                } else {
+                    tracing::debug!(op = "withdrawAddress", service, ip = %ip, reason = reason.as_str(), "withdrawAddressNotPresent");
+                }
+                Applied::Withdrawn {
+                    removed,
+                    shared: false,
+                }
+            }
+        }
+    }
+
+    /// Removes every placement of `ip` the agent holds (and adopted).
+    async fn remove_ip(&mut self, ip: IpAddr) -> usize {
+        let mut removed = 0;
+        if let Some(held) = self.held.remove(&ip) {
+            if let Some(task) = held.garp {
+                task.abort();
+            }
+            removed += usize::from(self.delete_placement(ip, held.ifindex, held.prefix_len).await);
+        }
+        for a in self.adopted.remove(&ip).unwrap_or_default() {
+            removed += usize::from(self.delete_placement(ip, a.ifindex, a.prefix_len).await);
+        }
+        removed
+    }
+
+    /// Fencing and shutdown: removes every local address at once; the Services that
+    /// announced them are returned (their records are dropped, so the next pass
+    /// adds them again once this node may).
+    pub async fn withdraw_all_local(&mut self, reason: &str) -> BTreeSet<String> {
+        let ips: Vec<IpAddr> = self.held_local().map(|(ip, _)| *ip).collect();
+        let mut services = BTreeSet::new();
+        for ip in ips {
+            let owners: Vec<String> = self
+                .announced
+                .iter()
+                .filter(|(_, i)| *i == ip)
+                .map(|(s, _)| s.to_owned())
+                .collect();
+            for s in &owners {
+                self.announced.withdraw(s, ip);
+                self.metrics.set_announced(s, &self.node, ip, false);
+            }
+            let removed = self.remove_ip(ip).await;
+            tracing::info!(op = "withdrawAddress", ip = %ip, reason, removed, services = owners.len(), "withdrawAddress");
+            services.extend(owners);
+        }
+        // Local addresses adopted from an earlier run but not claimed yet go too.
+        let adopted_local: Vec<IpAddr> = self.adopted.keys().copied().collect();
+        for ip in adopted_local {
+            let removed = self.remove_ip(ip).await;
+            tracing::info!(op = "withdrawAddress", ip = %ip, reason, removed, "withdrawAddress");
+        }
+        services
+    }
+
+    /// Shutdown: removes every address still held (the remote ones, after
+    /// [`Self::withdraw_all_local`]).
+    pub async fn withdraw_everything(&mut self, reason: &str) {
+        let all: Vec<(String, IpAddr)> = self
+            .announced
+            .iter()
+            .map(|(s, ip)| (s.to_owned(), ip))
+            .collect();
+        for (s, ip) in all {
+            self.announced.withdraw(&s, ip);
+            self.metrics.set_announced(&s, &self.node, ip, false);
+        }
+        let ips: Vec<IpAddr> = self.held.keys().chain(self.adopted.keys()).copied().collect();
+        for ip in ips {
+            let removed = self.remove_ip(ip).await;
+            tracing::info!(op = "withdrawAddress", ip = %ip, reason, removed, "withdrawAddress");
+        }
+    }
+
+    /// The next lifetime renewal.
+    pub fn next_renewal(&self) -> Option<Instant> {
+        self.held.values().filter_map(|h| h.renew_at).min()
+    }
+
+    /// Refreshes the lifetimes that are due (`AddrReplace` again).
+    pub async fn renew_due(&mut self, now: Instant) {
+        let due: Vec<IpAddr> = self
+            .held
+            .iter()
+            .filter(|(_, h)| h.renew_at.is_some_and(|t| t <= now))
+            .map(|(ip, _)| *ip)
+            .collect();
+        for ip in due {
+            let Some(held) = self.held.get_mut(&ip) else {
+                continue;
+            };
+            // Rescheduled even on error (spec §5.6).
+            held.renew_at = held.renew_every.map(|d| now + d);
+            if held.kind == Kind::Local && !self.view.borrow().healthy {
+                continue;
+            }
+            let (ifindex, prefix_len, opts) = (held.ifindex, held.prefix_len, held.options);
+            match self.kernel.add_address(ifindex, ip, prefix_len, &opts).await {
+                Ok(()) => {
+                        self.metrics.address_renewals.inc();
+                    }
+                Err(error) => {
+                    self.metrics.address_renewal_errors.inc();
+                    tracing::warn!(op = "renewAddress", ip = %ip, %error, "renewing an address failed");
+                }
+            }
+        }
+    }
+
+    /// Reconciles `held` with the kernel after a change there: an address of ours
+    /// that disappeared (link deleted, IPv6 flushed on link down, removed by hand)
+    /// is forgotten, and the Services that announced it are returned to be run again.
+    pub fn forget_vanished(&mut self, net: &NetSnapshot) -> BTreeSet<String> {
+        let present: HashMap<(IpAddr, u32), u8> = net
+            .owned
+            .iter()
+            .map(|a| ((a.ip, a.ifindex), a.prefix_len))
+            .collect();
+        let vanished: Vec<IpAddr> = self
+            .held
+            .iter()
+            .filter(|(ip, h)| present.get(&(**ip, h.ifindex)) != Some(&h.prefix_len))
+            .map(|(ip, _)| *ip)
+            .collect();
+        let mut services = BTreeSet::new();
+        for ip in vanished {
+            if let Some(h) = self.held.remove(&ip)
+                && let Some(task) = h.garp
+            {
+                task.abort();
+            }
+            let owners: Vec<String> = self
+                .announced
+                .iter()
+                .filter(|(_, i)| *i == ip)
+                .map(|(s, _)| s.to_owned())
+                .collect();
+            for s in &owners {
+                self.announced.withdraw(s, ip);
+                self.metrics.set_announced(s, &self.node, ip, false);
+            }
+            tracing::info!(op = "announce", ip = %ip, "an announced address disappeared from the kernel; re-evaluating");
+            services.extend(owners);
+        }
+        services
+    }
+
+    /// The local addresses held on links that are gone or down.
+    pub fn local_on_down_links(&self, net: &NetSnapshot) -> Vec<IpAddr> {
+        self.held_local()
+            .filter(|(_, h)| net.link(h.ifindex).is_none_or(|l| !l.is_up()))
+            .map(|(ip, _)| *ip)
+            .collect()
+    }
+}
+
+/// The kernel options for a decision's settings.
+fn kernel_options(settings: &AddressSettings, nodad: bool, deprecated: bool) -> AddressOptions {
+    AddressOptions {
+        valid_lifetime: settings.valid_lifetime,
+        preferred_lifetime: settings.preferred_lifetime,
+        no_prefix_route: settings.no_prefix_route,
+        no_dad: nodad,
+        // IPv6 local VIPs are deprecated also when configured permanent.
+        deprecated: deprecated && settings.preferred_lifetime == 0,
+    }
+}
+
+/// A GARP / unsolicited NA sequence to run after a local add (spec §5.9).
+#[derive(Debug, Clone)]
+pub struct GarpJob {
+    pub settings: GarpSettings,
+    /// The node-affinity set the election used, re-used for verification.
+    pub preferred: Option<BTreeSet<String>>,
+}
+
+impl GarpJob {
+    async fn run(
+        self,
+        ifindex: u32,
+        mac: [u8; 6],
+        ip: IpAddr,
+        view: watch::Receiver<View>,
+        node: String,
+        metrics: Arc<Metrics>,
+    ) {
+        tokio::time::sleep(self.settings.initial_delay).await;
+        for i in 0..self.settings.count {
+            if i > 0 {
+                tokio::time::sleep(self.settings.interval).await;
+            }
+            {
+                let view = view.borrow();
+                if !view.healthy {
+                    return;
+                }
+                if self.settings.verify_before_send {
+                    let winner = Election::winner(&*view.electorate, ip, self.preferred.as_ref());
+                    if winner.as_deref() != Some(node.as_str()) {
+                        tracing::debug!(op = "garp", ip = %ip, "no longer the winner; stopping GARP");
+                        return;
+                    }
+                }
+            }
+            match ip {
+                IpAddr::V4(v4) => match crate::garp::send_garp(ifindex, mac, v4) {
+                    Ok(()) => {
+                        metrics.garp_sent.inc();
+                    }
+                    Err(error) => {
+                        metrics.garp_errors.inc();
+                        tracing::warn!(op = "garp", ip = %ip, %error, "sending gratuitous ARP failed");
+                    }
+                },
+                IpAddr::V6(v6) => match crate::garp::send_unsolicited_na(ifindex, mac, v6) {
+                    Ok(()) => {
+                        metrics.na_sent.inc();
+                    }
+                    Err(error) => {
+                        metrics.na_errors.inc();
+                        tracing::warn!(op = "garp", ip = %ip, %error, "sending unsolicited neighbor advertisement failed");
+                    }
+                },
+            }
+        }
+    }
+}
+
+/// The election as the planner asks it: no winner while this node is unhealthy,
+/// and during the join hold-down this node does not claim addresses it does not
+/// hold yet. Counts the node-affinity fallback.
+pub struct Oracle<'a> {
+    pub view: &'a View,
+    pub now: Instant,
+    /// Whether this node already holds an address ([`Announcer::holds`]).
+    pub holds: &'a dyn Fn(IpAddr) -> bool,
+    pub metrics: &'a Metrics,
+}
+
+impl Election for Oracle<'_> {
+    fn winner(&self, ip: IpAddr, preferred: Option<&BTreeSet<String>>) -> Option<String> {
+        if !self.view.healthy {
+            return None;
+        }
+        let winner = match preferred {
+            Some(preferred) => {
+                let preferred: Vec<&str> = preferred.iter().map(String::as_str).collect();
+                let e = self
+                    .view
+                    .electorate
+                    .winner_with_preference(ip, &preferred)?;
+                if e.fell_back {
+                    self.metrics
+                        .affinity_fallback
+                        .get_or_create(&crate::metrics::ServiceLabels {
+                            service: ip.to_string(),
+                        })
+                        .inc();
+                }
+                e.winner.to_owned()
+            }
+            None => self.view.electorate.winner(ip)?.to_owned(),
+        };
+        if winner == self.view.node && !self.view.may_claim(self.now) && !(self.holds)(ip)
+        {
+            return None;
+        }
+        Some(winner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_options_follow_the_settings() {
+        let local = AddressSettings::LOCAL_DEFAULT;
+        let o = kernel_options(&local, false, false);
+        assert_eq!(
+            (o.valid_lifetime, o.preferred_lifetime, o.no_prefix_route, o.no_dad, o.deprecated),
+            (300, 300, true, false, false)
+        );
+        // IPv6 local: the planner already set preferred 0; nodad on request.
+        let v6 = AddressSettings {
+            preferred_lifetime: 0,
+            ..local
+        };
+        let o = kernel_options(&v6, true, true);
+        assert_eq!((o.valid_lifetime, o.preferred_lifetime, o.no_dad, o.deprecated), (300, 0, true, true));
+        // A permanent IPv6 local VIP stays deprecated.
+        let permanent = AddressSettings {
+            valid_lifetime: 0,
+            preferred_lifetime: 0,
+            no_prefix_route: true,
+        };
+        assert!(kernel_options(&permanent, false, true).deprecated);
+        // Dummy: permanent with a prefix route.
+        let o = kernel_options(&AddressSettings::DUMMY_DEFAULT, false, false);
+        assert_eq!((o.valid_lifetime, o.no_prefix_route, o.deprecated), (0, false, false));
+    }
+
+    fn view(healthy: bool, claim_after: Option<Instant>) -> View {
+        let cidr = purelb_api::pool::Cidr::parse("198.51.100.0/28").unwrap();
+        View {
+            node: "a".into(),
+            electorate: Arc::new(
+                [("a", vec![cidr]), ("b", vec![cidr]), ("c", vec![cidr])]
+                    .into_iter()
+                    .collect(),
+            ),
+            healthy,
+            claim_after,
+        }
+    }
+
+    /// An address of the /28 that node `a` wins.
+    fn won_by_a(v: &View) -> IpAddr {
+        (1..15u8)
+            .map(|i| IpAddr::from([198, 51, 100, i]))
+            .find(|ip| v.electorate.winner(*ip) == Some("a"))
+            .unwrap()
+    }
+
+    #[test]
+    fn oracle_health_and_hold_down() {
+        let metrics = Metrics::new();
+        let now = Instant::now();
+        let never = |_: IpAddr| false;
+        let always = |_: IpAddr| true;
+        let healthy = view(true, None);
+        let ip = won_by_a(&healthy);
+        let o = Oracle { view: &healthy, now, holds: &never, metrics: &metrics };
+        assert_eq!(o.winner(ip, None).as_deref(), Some("a"));
+        // Unhealthy (fenced): nobody wins, so local addresses are withdrawn.
+        let fenced = view(false, None);
+        let o = Oracle { view: &fenced, now, holds: &always, metrics: &metrics };
+        assert_eq!(o.winner(ip, None), None);
+        // Hold-down: no new claims, but what is held stays.
+        let joining = view(true, Some(now + Duration::from_secs(1)));
+        let o = Oracle { view: &joining, now, holds: &never, metrics: &metrics };
+        assert_eq!(o.winner(ip, None), None);
+        let o = Oracle { view: &joining, now, holds: &always, metrics: &metrics };
+        assert_eq!(o.winner(ip, None).as_deref(), Some("a"));
+        // Another node's win is reported as such during the hold-down.
+        let other = (1..15u8)
+            .map(|i| IpAddr::from([198, 51, 100, i]))
+            .find(|ip| joining.electorate.winner(*ip) != Some("a"))
+            .unwrap();
+        let o = Oracle { view: &joining, now, holds: &never, metrics: &metrics };
+        assert!(o.winner(other, None).is_some_and(|w| w != "a"));
+    }
+
+    #[test]
+    fn oracle_counts_affinity_fallback() {
+        let metrics = Metrics::new();
+        let v = view(true, None);
+        let ip = won_by_a(&v);
+        let never = |_: IpAddr| false;
+        let o = Oracle { view: &v, now: Instant::now(), holds: &never, metrics: &metrics };
+        let preferred: BTreeSet<String> = ["b".to_owned()].into();
+        assert_eq!(o.winner(ip, Some(&preferred)).as_deref(), Some("b"));
+        let elsewhere: BTreeSet<String> = ["z".to_owned()].into();
+        assert_eq!(o.winner(ip, Some(&elsewhere)).as_deref(), Some("a"));
+        let text = metrics.encode().unwrap();
+        assert!(
+            text.contains(&format!("purelb_election_affinity_fallback_total{{service=\"{ip}\"}} 1")),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,1083 @@
+//! The node agent's control loop (spec §5.1–§5.2): watches Services,
+//! EndpointSlices, LBNodeAgents (all namespaces), ServiceGroups (install
+//! namespace) and this node's Node; hears the election and the kernel; and runs one
+//! serial queue of work, so plans and kernel changes never interleave.
+//!
+//! Per Service: [`plan_service`] decides, the [`Announcer`] carries the decisions
+//! out, and the annotation / `externalTrafficPolicy` changes and events are written
+//! by tasks of their own (one write per Service at a time, conditional on the
+//! resourceVersion the plan was made from), so a slow or unreachable API server
+//! never holds up the kernel side. Updates whose only change is an announcing
+//! annotation are not re-run (upstream's O(N²) write-storm guard).
+//!
+//! Start-up: the caches sync, the configuration is selected, the lease is written;
+//! then one full pass over every Service, after which addresses an earlier run
+//! added and no Service wants any more are removed. Addresses still wanted are
+//! kept in place (no withdraw / re-add).
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::hash::{Hash, Hasher};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::watcher::{self, Event};
+use kube::{Client, Resource, ResourceExt};
+use purelb_api::annotations;
+use purelb_api::crd::{LBNodeAgent, ServiceGroup};
+use purelb_api::pool::Cidr;
+use serde_json::json;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::announcer::{Announcer, Applied, GarpJob, Oracle};
+use crate::config::{self, AgentId, AgentSettings, SelectorState};
+use crate::election::{self, ElectionHandle, Identity, Notice, Timing};
+use crate::endpoints::{self, SERVICE_NAME_LABEL};
+use crate::event::{self, Event as AgentEvent};
+use crate::http::Health;
+use crate::kernel::{EventGroups, EventStream, Kernel, KernelEvent};
+use crate::links;
+use crate::metrics::{Metrics, StealLabels};
+use crate::netstate::{self, NetSnapshot};
+use crate::plan::{
+    self, AnnotationChanges, Decision, PlanContext, PoolTable, SlotAction, WithdrawReason,
+};
+use crate::recorder::EventSink;
+
+/// How long one Service write may take.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Kernel notifications are coalesced over this long before the state is re-read.
+const KERNEL_DEBOUNCE: Duration = Duration::from_millis(30);
+
+/// Settings of one agent process.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The install namespace: ServiceGroups and Leases live here.
+    pub namespace: String,
+    pub node: String,
+    /// `purelb.io/instance` on the lease.
+    pub instance: String,
+    pub timing: Timing,
+}
+
+/// Why the controller stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Election(#[from] election::StartError),
+    #[error(transparent)]
+    Kernel(#[from] crate::kernel::KernelError),
+    #[error("watch stream of {0} ended")]
+    WatchEnded(&'static str),
+}
+
+enum Input {
+    Service(Box<Event<Service>>),
+    Slice(Box<Event<EndpointSlice>>),
+    Agents,
+    Groups,
+    Node,
+    Election(Notice),
+    Kernel,
+    Retry(String),
+    Written {
+        key: String,
+        result: Result<Option<String>, WriteError>,
+    },
+}
+
+/// How a Service write failed.
+#[derive(Debug)]
+enum WriteError {
+    /// 409: the Service changed since the plan was made.
+    Conflict,
+    /// 404: it is gone.
+    Gone,
+    Other(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Work {
+    Config,
+    Pools,
+    Service(String),
+}
+
+/// The configuration in force on this node.
+#[derive(Debug, Clone, PartialEq)]
+struct Configured {
+    agent: Option<AgentId>,
+    settings: Option<AgentSettings>,
+    state: SelectorState,
+}
+
+pub struct Controller {
+    client: Client,
+    settings: Settings,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    events: EventSink,
+    services: Store<Service>,
+    slices: Store<EndpointSlice>,
+    agents: Store<LBNodeAgent>,
+    groups: Store<ServiceGroup>,
+    nodes: Store<Node>,
+    /// Service key → names of its EndpointSlices.
+    slice_index: HashMap<String, BTreeSet<String>>,
+    net: NetSnapshot,
+    announcer: Announcer,
+    election: ElectionHandle,
+    config: Option<Configured>,
+    /// The last configuration selected without error (kept on a config error).
+    last_good: Option<Configured>,
+    pools: PoolTable,
+    lease_subnets: Vec<Cidr>,
+    previous_ingress: HashMap<String, Vec<IpAddr>>,
+    /// A hash of what matters in each Service (everything but the announcing
+    /// annotations and the resourceVersion).
+    fingerprints: HashMap<String, u64>,
+    queue: VecDeque<Work>,
+    queued: HashSet<Work>,
+    failures: HashMap<String, u32>,
+    inputs_tx: mpsc::UnboundedSender<Input>,
+    /// Services with a write under way, with the versions the watch delivered meanwhile.
+    in_flight: HashMap<String, Vec<String>>,
+    /// The resourceVersion our last write produced, until the watch brings it.
+    expected: HashMap<String, String>,
+    /// Services whose processing waits for an in-flight write or its echo.
+    deferred: HashSet<String>,
+    /// (Service, address) pairs last decided `noLocalInterface`: logged at info once
+    /// per change, not on every pass.
+    no_local: HashSet<(String, IpAddr)>,
+}
+
+impl Controller {
+    /// Runs the agent until `shutdown` resolves, then shuts down as spec §5.10 says,
+    /// except that local addresses are withdrawn *before* the lease is deleted.
+    pub async fn run(
+        client: Client,
+        settings: Settings,
+        kernel: Kernel,
+        metrics: Arc<Metrics>,
+        health: Arc<Health>,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<(), Error> {
+        let (tx, mut inputs) = mpsc::unbounded_channel();
+        let services = watch(
+            Api::<Service>::all(client.clone()),
+            watcher::Config::default(),
+            tx.clone(),
+            |e| Input::Service(Box::new(e)),
+        );
+        let slices = watch(
+            Api::<EndpointSlice>::all(client.clone()),
+            watcher::Config::default().labels(SERVICE_NAME_LABEL),
+            tx.clone(),
+            |e| Input::Slice(Box::new(e)),
+        );
+        let agents = watch(
+            Api::<LBNodeAgent>::all(client.clone()),
+            watcher::Config::default(),
+            tx.clone(),
+            |_| Input::Agents,
+        );
+        let groups = watch(
+            Api::<ServiceGroup>::namespaced(client.clone(), &settings.namespace),
+            watcher::Config::default(),
+            tx.clone(),
+            |_| Input::Groups,
+        );
+        let nodes = watch(
+            Api::<Node>::all(client.clone()),
+            watcher::Config::default().fields(&format!("metadata.name={}", settings.node)),
+            tx.clone(),
+            |_| Input::Node,
+        );
+        spawn_kernel_watch(tx.clone()).await?;
+        let _ = agents.wait_until_ready().await;
+        let _ = groups.wait_until_ready().await;
+        let _ = nodes.wait_until_ready().await;
+
+        let net = netstate::read(&kernel).await?;
+        let (notices_tx, mut notices) = mpsc::unbounded_channel();
+        let events = EventSink::spawn(client.clone(), &settings.node);
+        // Selection before the election: the first lease write carries the subnets
+        // of the configuration in force.
+        let mut pre = PreConfig {
+            agents: &agents,
+            nodes: &nodes,
+            node: &settings.node,
+            events: &events,
+            metrics: &metrics,
+        };
+        let (config, last_good) = pre.select(None);
+        let lease_subnets = links::lease_subnets(config.state, config.settings.as_ref(), &net.interfaces);
+        let election = election::start(
+            client.clone(),
+            Identity {
+                namespace: settings.namespace.clone(),
+                node: settings.node.clone(),
+                instance: settings.instance.clone(),
+            },
+            settings.timing,
+            lease_subnets.clone(),
+            metrics.clone(),
+            notices_tx,
+        )
+        .await?;
+        {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                while let Some(notice) = notices.recv().await {
+                    if tx.send(Input::Election(notice)).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        let mut announcer = Announcer::new(kernel, &settings.node, metrics.clone(), election.watch());
+        announcer.adopt(&net.owned);
+        let mut controller = Controller {
+            client,
+            settings,
+            metrics,
+            health,
+            events,
+            services,
+            slices,
+            agents,
+            groups,
+            nodes,
+            slice_index: HashMap::new(),
+            net,
+            announcer,
+            election,
+            config: None,
+            last_good,
+            pools: PoolTable::default(),
+            lease_subnets,
+            previous_ingress: HashMap::new(),
+            fingerprints: HashMap::new(),
+            queue: VecDeque::new(),
+            queued: HashSet::new(),
+            failures: HashMap::new(),
+            inputs_tx: tx,
+            in_flight: HashMap::new(),
+            expected: HashMap::new(),
+            deferred: HashSet::new(),
+            no_local: HashSet::new(),
+        };
+        controller.apply_config(config).await;
+        controller.load_pools();
+        let _ = controller.services.wait_until_ready().await;
+        let _ = controller.slices.wait_until_ready().await;
+        // Inputs that arrived while starting are covered by the full pass.
+        while let Ok(input) = inputs.try_recv() {
+            controller.accept(input).await;
+        }
+        controller.rebuild_slice_index();
+        controller.queue.clear();
+        controller.queued.clear();
+        controller.enqueue_all();
+        tracing::info!(op = "startup", node = %controller.settings.node, services = controller.queue.len(), "caches synced; first full pass");
+        controller.drain(&mut inputs).await;
+        controller.announcer.remove_unclaimed().await;
+        controller.health.set_ready(true);
+        tracing::info!(op = "startup", node = %controller.settings.node, "first full pass done");
+
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            let renewal = controller.announcer.next_renewal();
+            tokio::select! {
+                input = inputs.recv() => {
+                    let input = input.ok_or(Error::WatchEnded("controller inputs"))?;
+                    controller.accept(input).await;
+                    controller.drain(&mut inputs).await;
+                }
+                _ = tokio::time::sleep_until(renewal.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600))), if renewal.is_some() => {
+                    controller.announcer.renew_due(Instant::now()).await;
+                }
+                () = &mut shutdown => break,
+            }
+        }
+        controller.shutdown().await;
+        Ok(())
+    }
+
+    /// Graceful shutdown: no new claims, local addresses withdrawn, then the lease
+    /// deleted (if still ours), then everything else withdrawn.
+    async fn shutdown(&mut self) {
+        let node = self.settings.node.clone();
+        tracing::info!(op = "shutdown", node = %node, "shutting down");
+        self.election.mark_unhealthy().await;
+        let reason = WithdrawReason::Shutdown.as_str();
+        self.announcer.withdraw_all_local(reason).await;
+        self.election.leave().await;
+        self.announcer.withdraw_everything(reason).await;
+        if let Some(settings) = self.config.as_ref().and_then(|c| c.settings.as_ref())
+            && let Some(link) = self.net.link_named(&settings.dummy_interface)
+            && link.kind.as_deref() == Some("dummy")
+        {
+            match self.announcer.kernel().delete_link(&settings.dummy_interface).await {
+                Ok(_) => tracing::info!(op = "shutdown", interface = %settings.dummy_interface, "dummy interface deleted"),
+                Err(error) => tracing::warn!(op = "shutdown", %error, "deleting the dummy interface failed"),
+            }
+        }
+        tracing::info!(op = "shutdown", node = %node, "stopped");
+    }
+
+    /// Processes the queue, taking in what arrives between items so bursts coalesce.
+    async fn drain(&mut self, inputs: &mut mpsc::UnboundedReceiver<Input>) {
+        while let Ok(input) = inputs.try_recv() {
+            self.accept(input).await;
+        }
+        while let Some(work) = self.queue.pop_front() {
+            self.queued.remove(&work);
+            self.process(work).await;
+            while let Ok(input) = inputs.try_recv() {
+                self.accept(input).await;
+            }
+        }
+    }
+
+    fn enqueue(&mut self, work: Work) {
+        if self.queued.insert(work.clone()) {
+            self.queue.push_back(work);
+        }
+    }
+
+    /// Every Service in the store and every one we still remember (deleted ones).
+    fn enqueue_all(&mut self) {
+        let mut keys: BTreeSet<String> = self.services.state().iter().map(|s| key_of(s)).collect();
+        keys.extend(self.previous_ingress.keys().cloned());
+        for key in keys {
+            self.enqueue(Work::Service(key));
+        }
+    }
+
+    async fn accept(&mut self, input: Input) {
+        match input {
+            Input::Service(event) => self.accept_service(*event),
+            Input::Slice(event) => self.accept_slice(*event),
+            Input::Agents | Input::Node => self.enqueue(Work::Config),
+            Input::Groups => self.enqueue(Work::Pools),
+            Input::Election(Notice::Fenced) => {
+                // Before anything else in the queue: the lease may expire elsewhere
+                // in `lease_duration - renew_deadline`.
+                let services = self
+                    .announcer
+                    .withdraw_all_local("fenced")
+                    .await;
+                tracing::warn!(op = "election", node = %self.settings.node, services = services.len(), "local addresses withdrawn (fenced)");
+                self.enqueue_all();
+            }
+            Input::Election(Notice::Changed | Notice::Rejoined) => {
+                tracing::debug!(op = "election", "ForceSync");
+                self.enqueue_all();
+            }
+            Input::Kernel => self.kernel_changed().await,
+            Input::Retry(key) => self.enqueue(Work::Service(key)),
+            Input::Written { key, result } => self.written(key, result),
+        }
+    }
+
+    fn accept_service(&mut self, event: Event<Service>) {
+        match event {
+            Event::Apply(s) | Event::InitApply(s) => {
+                let key = key_of(&s);
+                let version = s.metadata.resource_version.clone().unwrap_or_default();
+                if let Some(seen) = self.in_flight.get_mut(&key) {
+                    seen.push(version.clone());
+                }
+                if self.expected.get(&key) == Some(&version) {
+                    self.expected.remove(&key);
+                    if self.deferred.remove(&key) {
+                        self.enqueue(Work::Service(key.clone()));
+                    }
+                }
+                let fingerprint = fingerprint(&s);
+                if self.fingerprints.insert(key.clone(), fingerprint) != Some(fingerprint) {
+                    self.enqueue(Work::Service(key));
+                }
+            }
+            Event::Delete(s) => {
+                let key = key_of(&s);
+                self.fingerprints.remove(&key);
+                self.enqueue(Work::Service(key));
+            }
+            Event::InitDone => {
+                // After a re-list no deletions are reported: Services we remember
+                // that are gone get their withdrawals now.
+                let present: HashSet<String> =
+                    self.services.state().iter().map(|s| key_of(s)).collect();
+                let gone: Vec<String> = self
+                    .previous_ingress
+                    .keys()
+                    .filter(|k| !present.contains(*k))
+                    .cloned()
+                    .collect();
+                for key in gone {
+                    self.enqueue(Work::Service(key));
+                }
+                self.expected.clear();
+            }
+            Event::Init => {}
+        }
+    }
+
+    fn accept_slice(&mut self, event: Event<EndpointSlice>) {
+        match event {
+            Event::Apply(s) | Event::InitApply(s) => {
+                if let Some(key) = slice_service(&s) {
+                    self.slice_index
+                        .entry(key.clone())
+                        .or_default()
+                        .insert(s.name_any());
+                    self.enqueue(Work::Service(key));
+                }
+            }
+            Event::Delete(s) => {
+                if let Some(key) = slice_service(&s) {
+                    if let Some(names) = self.slice_index.get_mut(&key) {
+                        names.remove(&s.name_any());
+                        if names.is_empty() {
+                            self.slice_index.remove(&key);
+                        }
+                    }
+                    self.enqueue(Work::Service(key));
+                }
+            }
+            Event::InitDone => self.rebuild_slice_index(),
+            Event::Init => {}
+        }
+    }
+
+    fn rebuild_slice_index(&mut self) {
+        self.slice_index.clear();
+        for s in self.slices.state() {
+            if let Some(key) = slice_service(&s) {
+                self.slice_index.entry(key).or_default().insert(s.name_any());
+            }
+        }
+    }
+
+    fn written(&mut self, key: String, result: Result<Option<String>, WriteError>) {
+        let seen = self.in_flight.remove(&key).unwrap_or_default();
+        match result {
+            Ok(version) => {
+                self.failures.remove(&key);
+                if let Some(version) = version.filter(|v| !seen.contains(v)) {
+                    self.expected.insert(key.clone(), version);
+                }
+            }
+            Err(WriteError::Conflict) => {
+                // The Service changed under us: the watch brings the new version,
+                // which is decided afresh.
+                tracing::debug!(op = "updateService", service = %key, "conflict; re-planning");
+                self.deferred.insert(key.clone());
+            }
+            Err(WriteError::Gone) => {}
+            Err(WriteError::Other(error)) => {
+                tracing::warn!(op = "updateService", service = %key, %error, "writing the Service failed; retrying");
+                self.metrics.update_errors.inc();
+                self.schedule_retry(&key);
+            }
+        }
+        if !self.expected.contains_key(&key) && self.deferred.remove(&key) {
+            self.enqueue(Work::Service(key));
+        }
+    }
+
+    /// Exponential backoff per Service: 100 ms doubling to 5 minutes.
+    fn schedule_retry(&mut self, key: &str) {
+        let failures = self.failures.entry(key.to_owned()).or_insert(0);
+        let delay = Duration::from_millis(100)
+            .saturating_mul(1 << (*failures).min(12))
+            .min(Duration::from_secs(300));
+        *failures = failures.saturating_add(1);
+        let tx = self.inputs_tx.clone();
+        let key = key.to_owned();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = tx.send(Input::Retry(key));
+        });
+    }
+
+    async fn process(&mut self, work: Work) {
+        self.metrics.updates.inc();
+        match work {
+            Work::Config => {
+                let mut pre = PreConfig {
+                    agents: &self.agents,
+                    nodes: &self.nodes,
+                    node: &self.settings.node,
+                    events: &self.events,
+                    metrics: &self.metrics,
+                };
+                let (config, last_good) = pre.select(self.last_good.take());
+                self.last_good = last_good;
+                self.apply_config(config).await;
+            }
+            Work::Pools => {
+                let before = self.pools.clone();
+                self.load_pools();
+                if self.pools != before {
+                    self.enqueue_all();
+                }
+            }
+            Work::Service(key) => self.process_service(&key).await,
+        }
+    }
+
+    fn load_pools(&mut self) {
+        let groups = self.groups.state();
+        self.pools = PoolTable::from_groups(groups.iter().map(|g| g.as_ref()));
+    }
+
+    /// Puts a selected configuration in force: dummy link, selector state, lease
+    /// subnets, and a full pass when anything changed.
+    async fn apply_config(&mut self, config: Configured) {
+        if self.config.as_ref() == Some(&config) {
+            return;
+        }
+        if let Some(settings) = &config.settings {
+            match self.announcer.kernel().ensure_link(&settings.dummy_interface).await {
+                Ok(link) => tracing::info!(op = "setConfig", interface = %link.name, kind = link.kind.as_deref().unwrap_or("-"), "dummy interface ready"),
+                Err(error) => {
+                    tracing::warn!(op = "setConfig", interface = %settings.dummy_interface, %error, "dummy interface unavailable; remote addresses cannot be announced");
+                    if let Some(id) = &config.agent {
+                        self.agent_event(
+                            id,
+                            AgentEvent::warning(
+                                event::CONFIG_ERROR,
+                                format!(
+                                    "node {} cannot set up dummy interface {}: {error}",
+                                    self.settings.node, settings.dummy_interface
+                                ),
+                            ),
+                        );
+                    }
+                }
+            }
+            self.metrics.config_loaded.set(1);
+        }
+        self.metrics.set_selector_state(config.state);
+        tracing::info!(op = "setConfig", node = %self.settings.node,
+            agent = %config.agent.as_ref().map(|a| a.to_string()).unwrap_or_default(),
+            state = config.state.as_str(), configured = config.settings.is_some(), "configuration in force");
+        self.config = Some(config);
+        if let Ok(net) = netstate::read(self.announcer.kernel()).await {
+            self.net = net;
+        }
+        self.update_lease_subnets();
+        self.enqueue_all();
+    }
+
+    fn update_lease_subnets(&mut self) {
+        let (state, settings) = match &self.config {
+            Some(c) => (c.state, c.settings.as_ref()),
+            None => (SelectorState::Default, None),
+        };
+        let subnets = links::lease_subnets(state, settings, &self.net.interfaces);
+        if subnets != self.lease_subnets {
+            self.lease_subnets = subnets.clone();
+            self.election.set_subnets(subnets);
+        }
+    }
+
+    fn agent_event(&self, id: &AgentId, event: AgentEvent) {
+        if let Some(agent) = self
+            .agents
+            .get(&ObjectRef::new(&id.name).within(&id.namespace))
+        {
+            self.events.record(agent.object_ref(&()), event);
+        }
+    }
+
+    async fn kernel_changed(&mut self) {
+        let net = match netstate::read(self.announcer.kernel()).await {
+            Ok(net) => net,
+            Err(error) => {
+                tracing::warn!(op = "netlink", %error, "reading links and addresses failed");
+                return;
+            }
+        };
+        let vanished = self.announcer.forget_vanished(&net);
+        let changed = net.interfaces != self.net.interfaces;
+        self.net = net;
+        if changed {
+            tracing::info!(op = "netlink", "links or addresses changed; re-evaluating");
+            self.update_lease_subnets();
+            self.enqueue_all();
+        } else {
+            for key in vanished {
+                self.enqueue(Work::Service(key));
+            }
+        }
+    }
+
+    async fn process_service(&mut self, key: &str) {
+        if self.in_flight.contains_key(key) || self.expected.contains_key(key) {
+            self.deferred.insert(key.to_owned());
+            return;
+        }
+        let Some(svc) = self.service(key) else {
+            self.service_gone(key).await;
+            return;
+        };
+        let previous = self.previous_ingress.get(key).cloned().unwrap_or_default();
+        let healthy_nodes = self.healthy_nodes(key);
+        let view = self.election.view();
+        let settings = self.config.as_ref().and_then(|c| c.settings.clone());
+        let node = self.settings.node.clone();
+        let plan = {
+            let announcer = &self.announcer;
+            let holds = |ip: IpAddr| announcer.holds(ip);
+            let oracle = Oracle {
+                view: &view,
+                now: Instant::now(),
+                holds: &holds,
+                metrics: &self.metrics,
+            };
+            let ctx = PlanContext {
+                node: &node,
+                settings: settings.as_ref(),
+                interfaces: &self.net.interfaces,
+                pools: &self.pools,
+                election: &oracle,
+                healthy_nodes: &healthy_nodes,
+            };
+            plan::plan_service(&svc, &previous, &ctx)
+        };
+        if plan.ingress.is_empty() {
+            self.previous_ingress.remove(key);
+        } else {
+            self.previous_ingress.insert(key.to_owned(), plan.ingress.clone());
+        }
+        let preferred = annotations::node_affinity_requested(
+            svc.annotations().get(annotations::NODE_AFFINITY).map(String::as_str),
+            svc.annotations().get(annotations::ALLOW_SHARED_IP).map(String::as_str),
+        )
+        .then(|| healthy_nodes.clone());
+        let garp_settings = settings.as_ref().and_then(|s| s.garp);
+        let mut slot_actions = plan.slot_actions();
+        let mut slots_changed = false;
+        let mut events: Vec<AgentEvent> = plan.events.clone();
+        let mut retry = false;
+        for (i, decision) in plan.decisions.iter().enumerate() {
+            match decision {
+                Decision::Local { .. } => {
+                        self.metrics.election_wins.inc();
+                    }
+                Decision::Withdraw {
+                    ip,
+                    reason: WithdrawReason::LostElection,
+                } => {
+                    self.metrics.election_losses.inc();
+                    tracing::debug!(op = "announce", service = key, ip = %ip, "notWinner");
+                }
+                _ => {}
+            }
+            let job = match (decision, garp_settings) {
+                (Decision::Local { garp: true, .. }, Some(g)) => Some(GarpJob {
+                    settings: g,
+                    preferred: preferred.clone(),
+                }),
+                _ => None,
+            };
+            let applied = self.announcer.apply(key, decision, &self.net, job).await;
+            match (&applied, decision) {
+                (Applied::Added, Decision::Local { ip, interface, .. }) => {
+                    tracing::info!(op = "announce", service = key, node = %node, ip = %ip, interface = %interface, "electionWon");
+                    events.extend(decision.success_event(&node));
+                }
+                (Applied::Added, Decision::Remote { ip, interface, prefix_len, .. }) => {
+                    tracing::info!(op = "announce", service = key, node = %node, ip = %ip, interface = %interface, prefix_len, "announcingNonLocal");
+                    events.extend(decision.success_event(&node));
+                }
+                (Applied::NotHealthy, _) => {
+                    slot_actions[i].1 = SlotAction::Keep;
+                    slots_changed = true;
+                }
+                (Applied::Failed(message), _) => {
+                    tracing::warn!(op = "announce", service = key, ip = %decision.ip(), error = %message, "announcement failed");
+                    slot_actions[i].1 = SlotAction::Release;
+                    slots_changed = true;
+                    events.extend(decision.failure_event(&node, message));
+                    retry = true;
+                }
+                (_, Decision::Retry { ip, message }) => {
+                    if self.announcer.local_on_down_links(&self.net).contains(ip) {
+                        self.announcer
+                            .withdraw(key, *ip, WithdrawReason::NoLocalInterface)
+                            .await;
+                    }
+                    tracing::info!(op = "announce", service = key, ip = %ip, error = %message, "cannot decide; retrying");
+                    retry = true;
+                }
+                (_, Decision::Withdraw { ip, reason: WithdrawReason::NoLocalInterface })
+                    if self.no_local.insert((key.to_owned(), *ip)) =>
+                {
+                    tracing::info!(op = "announce", service = key, node = %node, ip = %ip, "noLocalInterface");
+                }
+                _ => {}
+            }
+            if !matches!(decision, Decision::Withdraw { reason: WithdrawReason::NoLocalInterface, .. }) {
+                self.no_local.remove(&(key.to_owned(), decision.ip()));
+            }
+        }
+        if retry {
+            self.metrics.update_errors.inc();
+            self.schedule_retry(key);
+        } else {
+            self.failures.remove(key);
+        }
+        let changes = if slots_changed {
+            plan::announcing_annotations(&svc, &node, &slot_actions)
+        } else {
+            plan.annotations.clone()
+        };
+        for steal in &changes.steals {
+            self.metrics
+                .slot_steals
+                .get_or_create(&StealLabels {
+                    from: steal.from.clone(),
+                    to: steal.to.clone(),
+                })
+                .inc();
+            events.push(steal.event());
+        }
+        if !events.is_empty() {
+            let reference = svc.object_ref(&());
+            for e in events {
+                self.events.record(reference.clone(), e);
+            }
+        }
+        if !changes.is_empty() || plan.set_etp_cluster {
+            self.write(key, &svc, changes, plan.set_etp_cluster);
+        }
+    }
+
+    /// The Service is gone from the cache: withdraw what it announced.
+    async fn service_gone(&mut self, key: &str) {
+        self.fingerprints.remove(key);
+        self.failures.remove(key);
+        self.no_local.retain(|(k, _)| k != key);
+        let Some(previous) = self.previous_ingress.remove(key) else {
+            return;
+        };
+        for decision in plan::withdraw_all(&previous, WithdrawReason::ServiceDeleted) {
+            self.announcer.apply(key, &decision, &self.net, None).await;
+        }
+    }
+
+    fn service(&self, key: &str) -> Option<Arc<Service>> {
+        let (namespace, name) = key.split_once('/')?;
+        self.services.get(&ObjectRef::new(name).within(namespace))
+    }
+
+    fn healthy_nodes(&self, key: &str) -> BTreeSet<String> {
+        let Some(names) = self.slice_index.get(key) else {
+            return BTreeSet::new();
+        };
+        let Some((namespace, _)) = key.split_once('/') else {
+            return BTreeSet::new();
+        };
+        let slices: Vec<Arc<EndpointSlice>> = names
+            .iter()
+            .filter_map(|n| self.slices.get(&ObjectRef::new(n).within(namespace)))
+            .collect();
+        endpoints::healthy_nodes(slices.iter().map(|s| s.as_ref()))
+    }
+
+    /// Starts the annotation / policy write for a Service (one at a time per Service).
+    fn write(&mut self, key: &str, svc: &Service, changes: AnnotationChanges, set_etp_cluster: bool) {
+        let mut annotations = serde_json::Map::new();
+        for (k, v) in &changes.changes {
+            annotations.insert(k.clone(), v.clone().map_or(serde_json::Value::Null, serde_json::Value::String));
+        }
+        let mut patch = json!({"metadata": {"resourceVersion": svc.metadata.resource_version}});
+        if !annotations.is_empty() {
+            patch["metadata"]["annotations"] = serde_json::Value::Object(annotations);
+        }
+        if set_etp_cluster {
+            patch["spec"] = json!({"externalTrafficPolicy": plan::ETP_CLUSTER});
+        }
+        let api: Api<Service> = Api::namespaced(
+            self.client.clone(),
+            svc.metadata.namespace.as_deref().unwrap_or_default(),
+        );
+        let name = svc.name_any();
+        let tx = self.inputs_tx.clone();
+        let key = key.to_owned();
+        self.in_flight.insert(key.clone(), Vec::new());
+        tokio::spawn(async move {
+            let result = match tokio::time::timeout(
+                WRITE_TIMEOUT,
+                api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)),
+            )
+            .await
+            {
+                Ok(Ok(updated)) => Ok(updated.metadata.resource_version),
+                Ok(Err(kube::Error::Api(status))) if status.code == 409 => Err(WriteError::Conflict),
+                Ok(Err(kube::Error::Api(status))) if status.code == 404 => Err(WriteError::Gone),
+                Ok(Err(e)) => Err(WriteError::Other(e.to_string())),
+                Err(_) => Err(WriteError::Other(format!("no answer within {WRITE_TIMEOUT:?}"))),
+            };
+            let _ = tx.send(Input::Written { key, result });
+        });
+    }
+}
+
+/// Selection of the LBNodeAgent for this node (spec §5.2), with events, keeping the
+/// last good configuration on an error.
+struct PreConfig<'a> {
+    agents: &'a Store<LBNodeAgent>,
+    nodes: &'a Store<Node>,
+    node: &'a str,
+    events: &'a EventSink,
+    metrics: &'a Metrics,
+}
+
+impl PreConfig<'_> {
+    fn select(&mut self, last_good: Option<Configured>) -> (Configured, Option<Configured>) {
+        let labels: BTreeMap<String, String> = self
+            .nodes
+            .get(&ObjectRef::new(self.node))
+            .and_then(|n| n.metadata.labels.clone())
+            .unwrap_or_default();
+        let agents = self.agents.state();
+        let selection = config::select(agents.iter().map(|a| a.as_ref()), &labels);
+        for warning in &selection.warnings {
+            tracing::info!(op = "setConfig", node = self.node, warning = %warning, "configuration value defaulted");
+        }
+        let keep_previous = selection.config_error.is_some() && last_good.is_some();
+        let record = |id: &AgentId, e: AgentEvent| {
+            if let Some(agent) = agents.iter().find(|a| AgentId::of(a) == *id) {
+                self.events.record(agent.object_ref(&()), e);
+            }
+        };
+        for (id, e) in selection.events(self.node) {
+            if e.reason == event::CONFIG_ERROR {
+                continue;
+            }
+            record(&id, e);
+        }
+        match &selection.config_error {
+            Some(error) => {
+                self.metrics.update_errors.inc();
+                if keep_previous {
+                    tracing::warn!(op = "setConfig", node = self.node, agent = %error.id, error = %error.error, "invalid configuration; keeping the previous one");
+                    record(&error.id, error.event_keeping_previous(self.node));
+                    let kept = last_good.clone().unwrap_or(Configured {
+                        agent: None,
+                        settings: None,
+                        state: SelectorState::Invalid,
+                    });
+                    (kept, last_good)
+                } else {
+                    tracing::warn!(op = "setConfig", node = self.node, agent = %error.id, error = %error.error, "invalid configuration; announcing nothing");
+                    record(&error.id, error.event(self.node));
+                    (
+                        Configured {
+                            agent: Some(error.id.clone()),
+                            settings: None,
+                            state: SelectorState::Invalid,
+                        },
+                        None,
+                    )
+                }
+            }
+            None => {
+                let configured = Configured {
+                    agent: selection.effective.as_ref().map(|e| e.id.clone()),
+                    settings: selection.effective.map(|e| e.settings),
+                    state: selection.selector_state,
+                };
+                (configured.clone(), Some(configured))
+            }
+        }
+    }
+}
+
+/// `namespace/name`.
+fn key_of(s: &Service) -> String {
+    plan::service_key(s)
+}
+
+fn slice_service(slice: &EndpointSlice) -> Option<String> {
+    let namespace = slice.metadata.namespace.as_deref()?;
+    let service = slice.metadata.labels.as_ref()?.get(SERVICE_NAME_LABEL)?;
+    Some(format!("{namespace}/{service}"))
+}
+
+/// A hash of the parts of a Service the agent's decisions depend on: spec,
+/// status, and annotations other than the announcing ones.
+fn fingerprint(s: &Service) -> u64 {
+    let mut h = DefaultHasher::new();
+    serde_json::to_string(&s.spec).unwrap_or_default().hash(&mut h);
+    serde_json::to_string(&s.status).unwrap_or_default().hash(&mut h);
+    for (k, v) in s.annotations() {
+        if !annotations::is_announcing_key(k) {
+            k.hash(&mut h);
+            v.hash(&mut h);
+        }
+    }
+    s.metadata.deletion_timestamp.is_some().hash(&mut h);
+    h.finish()
+}
+
+/// Runs a reflector for `api` and forwards its events, wrapped by `wrap`.
+fn watch<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    tx: mpsc::UnboundedSender<Input>,
+    wrap: fn(Event<K>) -> Input,
+) -> Store<K>
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let stream = reflector::reflector(writer, watcher::watcher(api, config).default_backoff());
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(event) => {
+                    if tx.send(wrap(event)).is_err() {
+                        return;
+                    }
+                }
+                Err(error) => tracing::warn!(op = "watch", %error, "watch failed; retrying"),
+            }
+        }
+    });
+    reader
+}
+
+/// Kernel notifications that can change a decision: links, foreign addresses, the
+/// removal of one of ours, default routes. Coalesced before the controller re-reads.
+async fn spawn_kernel_watch(tx: mpsc::UnboundedSender<Input>) -> Result<(), Error> {
+    let mut stream = EventStream::open(EventGroups::all()).await?;
+    tokio::spawn(async move {
+        loop {
+            let Some(first) = stream.next().await else {
+                tracing::warn!(op = "netlink", "kernel event stream ended");
+                return;
+            };
+            if !relevant(&first) {
+                continue;
+            }
+            let until = Instant::now() + KERNEL_DEBOUNCE;
+            while let Ok(Some(_)) = tokio::time::timeout_at(until, stream.next()).await {}
+            if tx.send(Input::Kernel).is_err() {
+                return;
+            }
+        }
+    });
+    Ok(())
+}
+
+fn relevant(event: &KernelEvent) -> bool {
+    match event {
+        KernelEvent::AddressAdded(a) => !a.is_owned(),
+        KernelEvent::AddressRemoved(_) => true,
+        KernelEvent::LinkChanged { .. } | KernelEvent::LinkRemoved { .. } | KernelEvent::Overrun => {
+            true
+        }
+        KernelEvent::RouteAdded(r) | KernelEvent::RouteRemoved(r) => r.destination.prefix_len() == 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernel::{Address, RouteChange};
+    use purelb_api::pool::IpFamily;
+
+    fn service(annotations: serde_json::Value, etp: &str) -> Service {
+        serde_json::from_value(json!({
+            "metadata": {"name": "web", "namespace": "ns", "resourceVersion": "1", "annotations": annotations},
+            "spec": {"type": "LoadBalancer", "externalTrafficPolicy": etp},
+            "status": {"loadBalancer": {"ingress": [{"ip": "198.51.100.4"}]}},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn announcing_annotations_and_versions_do_not_change_the_fingerprint() {
+        let a = service(json!({"purelb.io/allocated-by": "PureLB"}), "Cluster");
+        let mut b = service(
+            json!({"purelb.io/allocated-by": "PureLB", "purelb.io/announcing-IPv4": "n,eth0,198.51.100.4"}),
+            "Cluster",
+        );
+        b.metadata.resource_version = Some("2".into());
+        assert_eq!(fingerprint(&a), fingerprint(&b));
+        let c = service(json!({"purelb.io/allocated-by": "PureLB", "purelb.io/allow-local": ""}), "Cluster");
+        assert_ne!(fingerprint(&a), fingerprint(&c));
+        let d = service(json!({"purelb.io/allocated-by": "PureLB"}), "Local");
+        assert_ne!(fingerprint(&a), fingerprint(&d));
+    }
+
+    #[test]
+    fn slices_map_to_their_service() {
+        let slice: EndpointSlice = serde_json::from_value(json!({
+            "metadata": {"name": "web-abc", "namespace": "ns", "labels": {"kubernetes.io/service-name": "web"}},
+            "addressType": "IPv4", "endpoints": [],
+        }))
+        .unwrap();
+        assert_eq!(slice_service(&slice).as_deref(), Some("ns/web"));
+        let orphan: EndpointSlice = serde_json::from_value(json!({
+            "metadata": {"name": "x", "namespace": "ns"}, "addressType": "IPv4", "endpoints": [],
+        }))
+        .unwrap();
+        assert_eq!(slice_service(&orphan), None);
+    }
+
+    fn address(protocol: u8) -> Address {
+        Address {
+            ifindex: 2,
+            ifname: Some("eth0".into()),
+            ip: "198.51.100.4".parse().unwrap(),
+            prefix_len: 28,
+            flags: 0,
+            protocol,
+            valid_lifetime: None,
+            preferred_lifetime: None,
+            scope: 0,
+        }
+    }
+
+    #[test]
+    fn kernel_events_that_matter() {
+        let ours = crate::kernel::PURELB_ADDR_PROTO;
+        assert!(!relevant(&KernelEvent::AddressAdded(address(ours))));
+        assert!(relevant(&KernelEvent::AddressAdded(address(0))));
+        assert!(relevant(&KernelEvent::AddressRemoved(address(ours))));
+        assert!(relevant(&KernelEvent::Overrun));
+        let route = |dst: &str| RouteChange {
+            family: IpFamily::V4,
+            table: 254,
+            destination: Cidr::parse(dst).unwrap(),
+            ifindex: Some(2),
+            metric: 0,
+            unicast: true,
+        };
+        assert!(relevant(&KernelEvent::RouteAdded(route("0.0.0.0/0"))));
+        assert!(!relevant(&KernelEvent::RouteAdded(route("198.51.100.4/32"))));
+    }
+}

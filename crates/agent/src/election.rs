@@ -1,0 +1,741 @@
+//! The election runtime (spec §2.5, §5.8): this node's Lease, the electorate
+//! built from every node's Lease, and fencing.
+//!
+//! One task owns it all. It
+//! * writes `purelb-node-<node>` (subnets, instance, owner = the Node) at start,
+//!   every `lease_duration / 2`, and at once when this node's subnets change;
+//! * watches every `purelb-node-*` Lease of the install namespace and rebuilds the
+//!   [`Electorate`] on each change and at the instant the next live lease
+//!   expires (a killed node drops out when its lease runs out, not at the next
+//!   resync); a new [`View`] is published, and the controller told, only when
+//!   members or subnets changed;
+//! * **fences**: a renewal counts from the moment it was *sent*. When no renewal
+//!   has succeeded for `renew_deadline` (shorter than the lease duration), the
+//!   node turns itself unhealthy — every election answers "nobody" — and the
+//!   controller withdraws all local addresses at once, before any other node
+//!   can see the lease expire (`lease_duration - renew_deadline` later at the
+//!   earliest). After the next successful renewal the node is healthy again,
+//!   but claims addresses it does not hold only after `join_delay`, so the
+//!   nodes that took them over meanwhile have seen its lease and let go.
+//!
+//! The same hold-down applies when the agent starts: a node (re)joining never
+//! overlaps with the node it takes an address from.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, OwnerReference};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams, Preconditions};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::watcher;
+use purelb_api::election::Electorate;
+use purelb_api::lease;
+use purelb_api::pool::Cidr;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use crate::metrics::Metrics;
+
+/// Election timing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    /// `leaseDurationSeconds` written into the lease.
+    pub lease_duration: Duration,
+    /// Longest time since the last successful renewal (counted from when it was
+    /// sent) during which this node keeps local addresses.
+    pub renew_deadline: Duration,
+    /// Wait between failed renewals; also the timeout of one renewal.
+    pub retry_period: Duration,
+    /// Hold-down before claiming addresses after (re)joining.
+    pub join_delay: Duration,
+}
+
+impl Timing {
+    /// PureLB's shipped values for a lease of `lease_duration`: 10 s, 7 s, 2 s
+    /// scaled; the join delay is a tenth of the lease.
+    pub fn for_lease(lease_duration: Duration) -> Self {
+        Self {
+            lease_duration,
+            renew_deadline: lease_duration.mul_f64(0.7),
+            retry_period: lease_duration / 5,
+            join_delay: lease_duration / 10,
+        }
+    }
+
+    /// Renewals of a healthy lease.
+    pub fn renew_interval(&self) -> Duration {
+        self.lease_duration / 2
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if self.lease_duration < Duration::from_secs(1) {
+            return Err("--lease-duration must be at least 1s".into());
+        }
+        if self.renew_deadline >= self.lease_duration {
+            return Err(format!(
+                "--renew-deadline ({:?}) must be shorter than --lease-duration ({:?})",
+                self.renew_deadline, self.lease_duration
+            ));
+        }
+        if self.renew_deadline <= self.renew_interval() {
+            return Err(format!(
+                "--renew-deadline ({:?}) must be longer than half the lease duration ({:?}), the renewal interval",
+                self.renew_deadline,
+                self.renew_interval()
+            ));
+        }
+        if self.retry_period.is_zero() || self.retry_period > self.renew_deadline {
+            return Err(format!(
+                "--retry-period ({:?}) must be positive and no longer than --renew-deadline ({:?})",
+                self.retry_period, self.renew_deadline
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Who this node is to the election.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub namespace: String,
+    pub node: String,
+    /// `purelb.io/instance`: the pod UID.
+    pub instance: String,
+}
+
+/// The election state every question is answered from; swapped whole.
+#[derive(Debug, Clone)]
+pub struct View {
+    pub node: String,
+    pub electorate: Arc<Electorate>,
+    /// This node's lease is renewed in time (and was written at least once).
+    pub healthy: bool,
+    /// Claims of addresses this node does not hold wait until then.
+    pub claim_after: Option<Instant>,
+}
+
+impl View {
+    /// Whether this node may add an address it does not hold yet.
+    pub fn may_claim(&self, now: Instant) -> bool {
+        self.healthy && self.claim_after.is_none_or(|t| now >= t)
+    }
+}
+
+/// What the controller hears from the election.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Notice {
+    /// Members or their subnets changed, or the join hold-down ended: re-run every
+    /// Service.
+    Changed,
+    /// The lease could not be renewed in time: withdraw every local address now.
+    Fenced,
+    /// Renewed again after being fenced.
+    Rejoined,
+}
+
+/// The handle the rest of the agent holds.
+#[derive(Clone)]
+pub struct ElectionHandle {
+    view: watch::Receiver<View>,
+    subnets: watch::Sender<Vec<Cidr>>,
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+enum Command {
+    /// Stop renewing, mark unhealthy, and delete the lease if it is still ours.
+    Leave(tokio::sync::oneshot::Sender<()>),
+    /// Mark unhealthy (shutting down) without touching the lease.
+    Unhealthy(tokio::sync::oneshot::Sender<()>),
+}
+
+impl ElectionHandle {
+    pub fn view(&self) -> View {
+        self.view.borrow().clone()
+    }
+
+    /// A receiver of every new [`View`], for tasks that check the election later
+    /// (GARP verification).
+    pub fn watch(&self) -> watch::Receiver<View> {
+        self.view.clone()
+    }
+
+    /// This node's subnets changed: the lease is rewritten at once.
+    pub fn set_subnets(&self, subnets: Vec<Cidr>) {
+        self.subnets.send_if_modified(|current| {
+            if *current == subnets {
+                false
+            } else {
+                *current = subnets;
+                true
+            }
+        });
+    }
+
+    /// Marks the node unhealthy (graceful shutdown, step 2): no new local claims,
+    /// GARP stops.
+    pub async fn mark_unhealthy(&self) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.commands.send(Command::Unhealthy(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// Stops renewing and deletes the lease if its `purelb.io/instance` is still
+    /// ours (resourceVersion precondition), so a replacement agent's lease is safe.
+    pub async fn leave(&self) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.commands.send(Command::Leave(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+/// Why the election could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("reading Node {node}: {source}")]
+    Node {
+        node: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+/// Starts the election: reads the Node (for the owner reference), starts the lease
+/// watch, and returns once the first renewal was attempted and the lease cache is
+/// synced. `initial_subnets` go into the first write.
+pub async fn start(
+    client: kube::Client,
+    identity: Identity,
+    timing: Timing,
+    initial_subnets: Vec<Cidr>,
+    metrics: Arc<Metrics>,
+    notices: mpsc::UnboundedSender<Notice>,
+) -> Result<ElectionHandle, StartError> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let node = nodes
+        .get(&identity.node)
+        .await
+        .map_err(|source| StartError::Node {
+            node: identity.node.clone(),
+            source,
+        })?;
+    let owner = OwnerReference {
+        api_version: "v1".into(),
+        kind: "Node".into(),
+        name: identity.node.clone(),
+        uid: node.metadata.uid.clone().unwrap_or_default(),
+        block_owner_deletion: Some(false),
+        controller: Some(false),
+    };
+    let leases: Api<Lease> = Api::namespaced(client, &identity.namespace);
+    let (reader, writer) = reflector::store();
+    let (changes_tx, changes) = mpsc::unbounded_channel::<()>();
+    let stream = reflector::reflector(
+        writer,
+        watcher::watcher(leases.clone(), watcher::Config::default().timeout(60))
+            .default_backoff(),
+    );
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(_) => {
+                    if changes_tx.send(()).is_err() {
+                        return;
+                    }
+                }
+                Err(error) => tracing::warn!(op = "election", %error, "lease watch failed; retrying"),
+            }
+        }
+    });
+    let (view_tx, view) = watch::channel(View {
+        node: identity.node.clone(),
+        electorate: Arc::new(Electorate::new()),
+        healthy: false,
+        claim_after: None,
+    });
+    let (subnets, subnets_rx) = watch::channel(initial_subnets);
+    let (commands, commands_rx) = mpsc::unbounded_channel();
+    let mut runtime = Runtime {
+        leases,
+        store: reader,
+        identity,
+        owner,
+        timing,
+        metrics,
+        notices,
+        view: view_tx,
+        written_subnets: None,
+        last_ok_sent: None,
+        healthy: false,
+        claim_after: None,
+        leaving: false,
+        failures: 0,
+        joined_once: false,
+    };
+    let _ = runtime.store.wait_until_ready().await;
+    // The first write happens before the handle is returned: the first reconcile
+    // then sees this node as a member.
+    let subnets_now = subnets_rx.borrow().clone();
+    runtime.renew_once(subnets_now).await;
+    runtime.rebuild();
+    tokio::spawn(runtime.run(changes, subnets_rx, commands_rx));
+    Ok(ElectionHandle {
+        view,
+        subnets,
+        commands,
+    })
+}
+
+struct Runtime {
+    leases: Api<Lease>,
+    store: Store<Lease>,
+    identity: Identity,
+    owner: OwnerReference,
+    timing: Timing,
+    metrics: Arc<Metrics>,
+    notices: mpsc::UnboundedSender<Notice>,
+    view: watch::Sender<View>,
+    /// The subnets of the last successful write.
+    written_subnets: Option<Vec<Cidr>>,
+    /// When the last successful renewal was sent.
+    last_ok_sent: Option<Instant>,
+    healthy: bool,
+    claim_after: Option<Instant>,
+    leaving: bool,
+    failures: u32,
+    joined_once: bool,
+}
+
+/// The result of one renewal, sent back from its task.
+struct Renewed {
+    sent: Instant,
+    subnets: Vec<Cidr>,
+    result: Result<(), String>,
+}
+
+impl Runtime {
+    async fn run(
+        mut self,
+        mut changes: mpsc::UnboundedReceiver<()>,
+        mut subnets: watch::Receiver<Vec<Cidr>>,
+        mut commands: mpsc::UnboundedReceiver<Command>,
+    ) {
+        let (renewed_tx, mut renewed) = mpsc::unbounded_channel::<Renewed>();
+        let mut renewing = false;
+        let mut next_renew = Instant::now() + self.next_renew_delay();
+        let far = || Instant::now() + Duration::from_secs(3600);
+        loop {
+            let fence_at = self
+                .last_ok_sent
+                .filter(|_| self.healthy)
+                .map(|t| t + self.timing.renew_deadline);
+            let next_expiry = self.next_expiry().unwrap_or_else(far);
+            let claim_at = self.claim_after.unwrap_or_else(far);
+            tokio::select! {
+                Some(()) = changes.recv() => {
+                    // Coalesce a burst (the initial list, many renewals at once).
+                    while changes.try_recv().is_ok() {}
+                    self.rebuild();
+                }
+                _ = tokio::time::sleep_until(next_expiry) => self.rebuild(),
+                _ = tokio::time::sleep_until(claim_at), if self.claim_after.is_some() => {
+                    self.claim_after = None;
+                    self.publish_view(None);
+                    tracing::info!(op = "election", node = %self.identity.node, "join hold-down over: claiming addresses");
+                    let _ = self.notices.send(Notice::Changed);
+                }
+                _ = tokio::time::sleep_until(fence_at.unwrap_or_else(far)), if fence_at.is_some() => {
+                    self.fence();
+                }
+                changed = subnets.changed(), if !self.leaving => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    next_renew = Instant::now();
+                }
+                _ = tokio::time::sleep_until(next_renew), if !renewing && !self.leaving => {
+                    renewing = true;
+                    let subnets_now = subnets.borrow_and_update().clone();
+                    let task = RenewTask {
+                        leases: self.leases.clone(),
+                        identity: self.identity.clone(),
+                        owner: self.owner.clone(),
+                        timing: self.timing,
+                    };
+                    let tx = renewed_tx.clone();
+                    tokio::spawn(async move {
+                        let sent = Instant::now();
+                        let result = task.renew(&subnets_now).await;
+                        let _ = tx.send(Renewed { sent, subnets: subnets_now, result });
+                    });
+                }
+                Some(done) = renewed.recv() => {
+                    renewing = false;
+                    if self.leaving {
+                        continue;
+                    }
+                    let ok = done.result.is_ok();
+                    self.after_renewal(done);
+                    next_renew = Instant::now()
+                        + if ok { self.next_renew_delay() } else { self.timing.retry_period };
+                    // A change that arrived while renewing is written now.
+                    if ok && subnets.has_changed().unwrap_or(false) {
+                        next_renew = Instant::now();
+                    }
+                }
+                Some(command) = commands.recv() => match command {
+                    Command::Unhealthy(done) => {
+                        self.leaving = true;
+                        self.healthy = false;
+                        self.metrics.lease_healthy.set(0);
+                        self.publish_view(None);
+                        let _ = done.send(());
+                    }
+                    Command::Leave(done) => {
+                        self.leaving = true;
+                        self.healthy = false;
+                        self.metrics.lease_healthy.set(0);
+                        self.publish_view(None);
+                        self.delete_own_lease().await;
+                        let _ = done.send(());
+                    }
+                },
+            }
+        }
+    }
+
+    fn next_renew_delay(&self) -> Duration {
+        self.timing.renew_interval()
+    }
+
+    /// The first write (start-up): awaited inline.
+    async fn renew_once(&mut self, subnets: Vec<Cidr>) {
+        let task = RenewTask {
+            leases: self.leases.clone(),
+            identity: self.identity.clone(),
+            owner: self.owner.clone(),
+            timing: self.timing,
+        };
+        let sent = Instant::now();
+        let result = task.renew(&subnets).await;
+        self.after_renewal(Renewed {
+            sent,
+            subnets,
+            result,
+        });
+    }
+
+    fn after_renewal(&mut self, done: Renewed) {
+        match done.result {
+            Ok(()) => {
+                self.metrics.lease_renewals.inc();
+                self.failures = 0;
+                // A renewal sent before the fence fired cannot extend a term that
+                // already ended: only one sent after the previous success counts.
+                self.last_ok_sent = Some(self.last_ok_sent.map_or(done.sent, |t| t.max(done.sent)));
+                if self.written_subnets.as_ref() != Some(&done.subnets) {
+                    if self.written_subnets.is_some() {
+                        tracing::info!(op = "election", node = %self.identity.node,
+                            subnets = %lease::encode_subnets(done.subnets.iter().copied()), "subnetsChanged");
+                    }
+                    self.metrics
+                        .local_subnet_count
+                        .set(i64::try_from(done.subnets.len()).unwrap_or(i64::MAX));
+                    self.written_subnets = Some(done.subnets);
+                }
+                let deadline_ok =
+                    Instant::now() < done.sent + self.timing.renew_deadline;
+                if !self.healthy && deadline_ok {
+                    let first = !self.joined_once;
+                    self.joined_once = true;
+                    self.healthy = true;
+                    self.metrics.lease_healthy.set(1);
+                    self.claim_after = Some(Instant::now() + self.timing.join_delay);
+                    if first {
+                        tracing::info!(op = "election", node = %self.identity.node, "lease written; joined the election");
+                    } else {
+                        tracing::info!(op = "election", node = %self.identity.node, "lease renewed again; rejoining the election");
+                        let _ = self.notices.send(Notice::Rejoined);
+                    }
+                }
+                self.rebuild_force();
+            }
+            Err(error) => {
+                self.metrics.lease_renewal_failures.inc();
+                self.failures += 1;
+                tracing::warn!(op = "election", node = %self.identity.node, failures = self.failures, %error, "lease renewal failed");
+            }
+        }
+    }
+
+    /// No renewal succeeded within the renew deadline.
+    fn fence(&mut self) {
+        if !self.healthy {
+            return;
+        }
+        self.healthy = false;
+        self.claim_after = None;
+        self.metrics.lease_healthy.set(0);
+        self.metrics.fenced.inc();
+        tracing::warn!(op = "election", node = %self.identity.node,
+            deadline = ?self.timing.renew_deadline,
+            "fenced: lease not renewed in time; withdrawing local addresses before it can expire elsewhere");
+        self.publish_view(None);
+        let _ = self.notices.send(Notice::Fenced);
+    }
+
+    /// The electorate from the store: every live `purelb-node-*` lease except our
+    /// own, which is represented by what we last wrote (while healthy).
+    fn electorate(&self) -> (Electorate, BTreeSet<Cidr>) {
+        let now = Timestamp::now();
+        let mut electorate = Electorate::new();
+        let mut all_subnets = BTreeSet::new();
+        for lease_object in self.store.state() {
+            let Some(name) = lease_object.metadata.name.as_deref() else {
+                continue;
+            };
+            let Some(node) = lease::node_name(name) else {
+                continue;
+            };
+            if node == self.identity.node || !lease::lease_is_live(&lease_object, now) {
+                continue;
+            }
+            let subnets: Vec<Cidr> = lease::lease_subnets(&lease_object)
+                .into_iter()
+                .map(|s| s.cidr())
+                .collect();
+            all_subnets.extend(subnets.iter().copied());
+            electorate.insert(node, subnets);
+        }
+        if self.healthy
+            && let Some(subnets) = &self.written_subnets
+        {
+            all_subnets.extend(subnets.iter().copied());
+            electorate.insert(self.identity.node.clone(), subnets.iter().copied());
+        }
+        (electorate, all_subnets)
+    }
+
+    /// When the next live lease (other than ours) expires.
+    fn next_expiry(&self) -> Option<Instant> {
+        let now = Timestamp::now();
+        let now_micros = now.as_microsecond();
+        self.store
+            .state()
+            .iter()
+            .filter(|l| {
+                l.metadata
+                    .name
+                    .as_deref()
+                    .and_then(lease::node_name)
+                    .is_some_and(|n| n != self.identity.node)
+            })
+            .filter_map(|l| {
+                let spec = l.spec.as_ref()?;
+                let renewed = spec.renew_time.as_ref()?.0.as_microsecond();
+                let expires = renewed
+                    .saturating_add(i64::from(spec.lease_duration_seconds?) * 1_000_000);
+                (expires > now_micros).then_some(expires - now_micros)
+            })
+            .min()
+            .map(|micros| {
+                // A millisecond late, so the lease is surely expired when we look.
+                Instant::now()
+                    + Duration::from_micros(u64::try_from(micros).unwrap_or(0))
+                    + Duration::from_millis(1)
+            })
+    }
+
+    fn rebuild(&mut self) {
+        let built = self.electorate();
+        if *self.view.borrow().electorate != built.0 {
+            self.publish_view(Some(built));
+            let _ = self.notices.send(Notice::Changed);
+        }
+    }
+
+    /// After our own write: publish even if only health changed.
+    fn rebuild_force(&mut self) {
+        let built = self.electorate();
+        let changed = *self.view.borrow().electorate != built.0;
+        self.publish_view(Some(built));
+        if changed {
+            let _ = self.notices.send(Notice::Changed);
+        }
+    }
+
+    fn publish_view(&self, built: Option<(Electorate, BTreeSet<Cidr>)>) {
+        let (electorate, subnets) = built.unwrap_or_else(|| self.electorate());
+        self.metrics
+            .member_count
+            .set(i64::try_from(electorate.len()).unwrap_or(i64::MAX));
+        self.metrics
+            .subnet_count
+            .set(i64::try_from(subnets.len()).unwrap_or(i64::MAX));
+        self.view.send_replace(View {
+            node: self.identity.node.clone(),
+            electorate: Arc::new(electorate),
+            healthy: self.healthy,
+            claim_after: self.claim_after,
+        });
+    }
+
+    /// Graceful shutdown: delete the lease only if it is still this instance's.
+    async fn delete_own_lease(&self) {
+        let name = lease::lease_name(&self.identity.node);
+        let current = match tokio::time::timeout(self.timing.retry_period, self.leases.get_opt(&name)).await {
+            Ok(Ok(Some(l))) => l,
+            Ok(Ok(None)) => return,
+            Ok(Err(error)) => {
+                tracing::warn!(op = "election", %error, "reading own lease before deleting it failed");
+                return;
+            }
+            Err(_) => {
+                tracing::warn!(op = "election", "reading own lease before deleting it timed out");
+                return;
+            }
+        };
+        let instance = current
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(lease::INSTANCE_ANNOTATION));
+        if instance != Some(&self.identity.instance) {
+            tracing::info!(op = "election", "own lease belongs to another instance; leaving it");
+            return;
+        }
+        let params = DeleteParams::default().preconditions(Preconditions {
+            resource_version: current.metadata.resource_version.clone(),
+            uid: None,
+        });
+        match tokio::time::timeout(self.timing.retry_period, self.leases.delete(&name, &params)).await {
+            Ok(Ok(_)) => tracing::info!(op = "election", lease = %name, "lease deleted"),
+            Ok(Err(error)) => tracing::warn!(op = "election", %error, "deleting own lease failed"),
+            Err(_) => tracing::warn!(op = "election", "deleting own lease timed out"),
+        }
+    }
+}
+
+/// One renewal, runnable on its own task.
+struct RenewTask {
+    leases: Api<Lease>,
+    identity: Identity,
+    owner: OwnerReference,
+    timing: Timing,
+}
+
+impl RenewTask {
+    /// Writes the lease (merge patch; created when missing, also when someone else
+    /// deleted it) within `retry_period`.
+    async fn renew(&self, subnets: &[Cidr]) -> Result<(), String> {
+        let timeout = self.timing.retry_period.max(Duration::from_secs(1));
+        match tokio::time::timeout(timeout, self.write(subnets)).await {
+            Ok(result) => result.map_err(|e| e.to_string()),
+            Err(_) => Err(format!("no answer within {timeout:?}")),
+        }
+    }
+
+    async fn write(&self, subnets: &[Cidr]) -> Result<(), kube::Error> {
+        let name = lease::lease_name(&self.identity.node);
+        let body = self.object(&name, subnets);
+        match self
+            .leases
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&body))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 404 => {
+                match self.leases.create(&PostParams::default(), &body).await {
+                    Ok(_) => Ok(()),
+                    // Created concurrently (a second instance): patch it next round.
+                    Err(e) => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn object(&self, name: &str, subnets: &[Cidr]) -> Lease {
+        let seconds = i32::try_from(self.timing.lease_duration.as_secs().max(1)).unwrap_or(i32::MAX);
+        Lease {
+            metadata: ObjectMeta {
+                name: Some(name.to_owned()),
+                namespace: Some(self.identity.namespace.clone()),
+                labels: Some(BTreeMap::from([
+                    (lease::COMPONENT_LABEL.to_owned(), lease::COMPONENT_LABEL_VALUE.to_owned()),
+                    (lease::NAME_LABEL.to_owned(), lease::NAME_LABEL_VALUE.to_owned()),
+                ])),
+                annotations: Some(BTreeMap::from([
+                    (
+                        lease::SUBNETS_ANNOTATION.to_owned(),
+                        lease::encode_subnets(subnets.iter().copied()),
+                    ),
+                    (lease::INSTANCE_ANNOTATION.to_owned(), self.identity.instance.clone()),
+                ])),
+                owner_references: Some(vec![self.owner.clone()]),
+                ..Default::default()
+            },
+            spec: Some(k8s_openapi::api::coordination::v1::LeaseSpec {
+                holder_identity: Some(self.identity.node.clone()),
+                lease_duration_seconds: Some(seconds),
+                renew_time: Some(MicroTime(Timestamp::now())),
+                ..Default::default()
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timing_defaults_and_validation() {
+        let t = Timing::for_lease(Duration::from_secs(10));
+        assert_eq!(t.renew_deadline, Duration::from_secs(7));
+        assert_eq!(t.retry_period, Duration::from_secs(2));
+        assert_eq!(t.join_delay, Duration::from_secs(1));
+        assert_eq!(t.renew_interval(), Duration::from_secs(5));
+        assert!(t.validate().is_ok());
+        let bad = Timing {
+            renew_deadline: Duration::from_secs(10),
+            ..t
+        };
+        assert!(bad.validate().unwrap_err().contains("--renew-deadline"));
+        let bad = Timing {
+            renew_deadline: Duration::from_secs(4),
+            ..t
+        };
+        assert!(bad.validate().is_err());
+        let bad = Timing {
+            retry_period: Duration::ZERO,
+            ..t
+        };
+        assert!(bad.validate().unwrap_err().contains("--retry-period"));
+    }
+
+    #[test]
+    fn claims_wait_for_health_and_hold_down() {
+        let now = Instant::now();
+        let mut v = View {
+            node: "a".into(),
+            electorate: Arc::new(Electorate::new()),
+            healthy: false,
+            claim_after: None,
+        };
+        assert!(!v.may_claim(now));
+        v.healthy = true;
+        assert!(v.may_claim(now));
+        v.claim_after = Some(now + Duration::from_secs(1));
+        assert!(!v.may_claim(now));
+        assert!(v.may_claim(now + Duration::from_secs(1)));
+    }
+}

@@ -1,0 +1,1162 @@
+//! `netlinkExport`: routes received over BGP, installed into kernel routing tables
+//! (spec §2.3 `netlinkExport`, §2.4 BGPNodeStatus `netlinkExport`).
+//!
+//! Two halves:
+//! - **Pure**: [`plan_export`] (and its shorthand [`desired_routes`]) turns the `netlinkExport`
+//!   settings and the speaker's received routes into the kernel routes that should exist, plus
+//!   the matched routes that cannot be exported and why. Next-hop reachability comes in as a
+//!   closure, so the decision needs no kernel ([`NextHopFilter`] is the kernel-backed one).
+//! - **Kernel**: [`NetlinkExporter`] makes the kernel hold exactly the desired routes among
+//!   its own (same protocol, managed tables) and reports, per route, whether it is installed
+//!   and why not — the BGPNodeStatus `exportedRoutes` entries.
+//!
+//! # Rule semantics (and how they compare with gobgp-netlink v1.1.2, which k8gobgp ran)
+//! - A rule **matches** a route that carries at least one of the rule's standard communities
+//!   or at least one of its large communities (one OR over both lists). A rule with **no
+//!   communities at all matches every route** — gobgp-netlink's `matchesRule` does the same,
+//!   so a bare rule is "export everything".
+//! - Rules are tried **in order, and the first matching rule wins — per kernel table**. A route
+//!   matching rules that name different tables is exported into each of those tables;
+//!   gobgp-netlink also exports a path through every matching rule. Where it differs: two
+//!   matching rules naming the *same* table give gobgp-netlink two kernel routes (different
+//!   metrics); here the earlier rule decides and there is one route per prefix per table.
+//!   When every rule names the same table (the usual case) this is plain first-match.
+//! - **`validateNexthop`** (default true): a next hop is used only if a connected (on-link,
+//!   gateway-less) route in the rule's table or in main covers it and it is not an address of
+//!   this node. gobgp-netlink asks the kernel's route lookup instead, which a default route
+//!   satisfies, so it accepts next hops that are only reachable through another router; this
+//!   is stricter (a BGP next hop behind a gateway would need recursive resolution, which the
+//!   kernel does not do for routes it installs). With validation off nothing is checked here;
+//!   the kernel still refuses a gateway it cannot reach on-link, and the status shows its
+//!   error (gobgp-netlink sets `RTNH_F_ONLINK` then, which needs an interface it rarely sets).
+//! - **Several peers, one prefix**: the paths are ranked by LOCAL_PREF (higher first, absent
+//!   = 100), then AS_PATH length (RFC 4271 counting: a set counts one, confederation segments
+//!   nothing); every path tied with the best on both contributes its next hop to **one ECMP
+//!   multipath route** (duplicates merged, next hops sorted, so the result does not depend on
+//!   the order peers answered). MED, origin and router ID are not compared: paths that differ
+//!   only there are treated as equal (like FRR's `bestpath as-path multipath-relax` with
+//!   `maximum-paths`). gobgp-netlink installs only GoBGP's single best path.
+//! - IPv6 routes with metric 0 are installed with 1024, which is what the kernel does with
+//!   0; the planned route says 1024 so the status and the comparison agree with the kernel.
+//! - Next hops that are missing, of the other family (RFC 8950), unspecified, loopback,
+//!   multicast or IPv6 link-local (it would need the session's interface) are not used.
+//!
+//! # What the exporter owns
+//! Routes with its protocol (default 186, `RTPROT_BGP`) in its **managed tables**: the tables
+//! its rules name (passed in [`ExportPlan::tables`] or [`NetlinkExporter::manage_tables`]) and
+//! every table it installed into since it started. Routes of other protocols are never
+//! deleted; neither are routes with our protocol in other tables (FRR's zebra also uses 186 —
+//! as with gobgp-netlink, give the exporter its own table or protocol on a node that runs
+//! another BGP daemon that installs routes into the same table). After a restart, stale routes
+//! in a table no current rule names stay until that table is managed again. `add_route` has
+//! replace semantics, and the kernel replaces a same-prefix, same-table, same-metric route
+//! whatever its protocol.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::net::IpAddr;
+
+use purelb_bgp::driver::ReceivedRoute;
+use purelb_bgp::wire::{AsPath, AsSegmentType, Prefix};
+
+use crate::bgp_config::{ExportRule, ExportSettings};
+use crate::kernel::{Kernel, KernelError};
+
+/// `RTPROT_BGP`, the default route protocol.
+pub const RTPROT_BGP: u8 = 186;
+/// `RT_TABLE_MAIN`.
+pub const TABLE_MAIN: u32 = 254;
+/// `RT_TABLE_DEFAULT`.
+pub const TABLE_DEFAULT: u32 = 253;
+/// `RT_TABLE_LOCAL`.
+pub const TABLE_LOCAL: u32 = 255;
+/// What the kernel makes of an IPv6 route metric of 0 (`IP6_RT_PRIO_USER`).
+pub const IPV6_DEFAULT_METRIC: u32 = 1024;
+
+/// Route protocols the exporter refuses: deleting "our" routes by one of these would delete
+/// the system's own (unspec, redirect, kernel, boot, static).
+pub const RESERVED_PROTOCOLS: [u8; 5] = [0, 1, 2, 3, 4];
+
+/// One kernel route the exporter installs or found.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct KernelRoute {
+    /// The network address (host bits clear).
+    pub prefix: IpAddr,
+    pub prefix_len: u8,
+    /// Next hops, sorted and without duplicates; more than one is an ECMP multipath route.
+    /// Empty only for a gateway-less route found in the kernel (never installed by us).
+    pub gateways: Vec<IpAddr>,
+    /// Routing table; 0 and 254 are main.
+    pub table: u32,
+    pub metric: u32,
+    pub protocol: u8,
+}
+
+/// What identifies a route for the exporter: one route per prefix per table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RouteKey {
+    pub prefix: IpAddr,
+    pub prefix_len: u8,
+    /// Normalised: main is 254.
+    pub table: u32,
+}
+
+impl KernelRoute {
+    /// A single-next-hop route.
+    pub fn new(
+        prefix: IpAddr,
+        prefix_len: u8,
+        gateway: IpAddr,
+        table: u32,
+        metric: u32,
+        protocol: u8,
+    ) -> Self {
+        Self {
+            prefix,
+            prefix_len,
+            gateways: vec![gateway],
+            table,
+            metric,
+            protocol,
+        }
+    }
+
+    /// The table with 0 read as main (254).
+    pub fn table_id(&self) -> u32 {
+        normalize_table(self.table)
+    }
+
+    /// The metric the kernel keeps (IPv6 0 is 1024).
+    pub fn effective_metric(&self) -> u32 {
+        effective_metric(self.prefix, self.metric)
+    }
+
+    pub fn key(&self) -> RouteKey {
+        RouteKey {
+            prefix: self.prefix,
+            prefix_len: self.prefix_len,
+            table: self.table_id(),
+        }
+    }
+
+    /// `203.0.113.0/24`, `2001:db8::/32` (the status's `prefix`).
+    pub fn cidr(&self) -> String {
+        format!("{}/{}", self.prefix, self.prefix_len)
+    }
+
+    /// `main`, `default`, `local` or the number (the status's `table`).
+    pub fn table_name(&self) -> String {
+        table_name(self.table)
+    }
+
+    /// Same table (normalised), metric (effective), protocol and next-hop set.
+    pub fn same_as(&self, other: &KernelRoute) -> bool {
+        self.key() == other.key()
+            && self.effective_metric() == other.effective_metric()
+            && self.protocol == other.protocol
+            && sorted(&self.gateways) == sorted(&other.gateways)
+    }
+
+    fn normalized(mut self) -> Self {
+        self.table = self.table_id();
+        self.gateways.sort();
+        self.gateways.dedup();
+        self
+    }
+}
+
+fn sorted(v: &[IpAddr]) -> Vec<IpAddr> {
+    let mut v = v.to_vec();
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// 0 (what a rule's `tableId` defaults to) is main.
+pub fn normalize_table(table: u32) -> u32 {
+    if table == 0 { TABLE_MAIN } else { table }
+}
+
+fn effective_metric(prefix: IpAddr, metric: u32) -> u32 {
+    if prefix.is_ipv6() && metric == 0 {
+        IPV6_DEFAULT_METRIC
+    } else {
+        metric
+    }
+}
+
+/// The status's table name: `main` (0 or 254), `default` (253), `local` (255), else the id.
+pub fn table_name(table: u32) -> String {
+    match normalize_table(table) {
+        TABLE_MAIN => "main".to_owned(),
+        TABLE_DEFAULT => "default".to_owned(),
+        TABLE_LOCAL => "local".to_owned(),
+        other => other.to_string(),
+    }
+}
+
+/// What happened to one route in a sync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportAction {
+    /// Already in the kernel as wanted.
+    Unchanged,
+    /// Added, or replaced one with other next hops or metric.
+    Installed,
+    /// The kernel refused it (see the reason).
+    Failed,
+    /// Matched a rule but cannot be exported (next hop unusable or unreachable).
+    Rejected,
+}
+
+/// One `status.netlinkExport.exportedRoutes[]` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportResult {
+    /// The route as wanted, normalised (table 0 reads 254, next hops sorted); for a rejected
+    /// one, the next hops that were refused.
+    pub route: KernelRoute,
+    pub installed: bool,
+    /// Why it is not installed; `None` when it is.
+    pub reason: Option<String>,
+    pub action: ExportAction,
+}
+
+impl ExportResult {
+    fn ok(route: KernelRoute, action: ExportAction) -> Self {
+        Self {
+            route,
+            installed: true,
+            reason: None,
+            action,
+        }
+    }
+
+    fn not(route: KernelRoute, action: ExportAction, reason: String) -> Self {
+        Self {
+            route,
+            installed: false,
+            reason: Some(reason),
+            action,
+        }
+    }
+}
+
+/// The outcome of [`NetlinkExporter::sync`] or [`NetlinkExporter::clear`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExportReport {
+    /// One entry per desired (or rejected) route, by prefix then table.
+    pub routes: Vec<ExportResult>,
+    /// Routes of ours deleted because nothing wants them any more.
+    pub removed: Vec<KernelRoute>,
+    /// Failures that belong to no desired route: listing the kernel's routes, deleting a
+    /// stale one.
+    pub errors: Vec<String>,
+}
+
+impl ExportReport {
+    /// How many routes are in the kernel as wanted.
+    pub fn installed_count(&self) -> usize {
+        self.routes.iter().filter(|r| r.installed).count()
+    }
+
+    /// Every wanted route installed and nothing failed (the status's health rule).
+    pub fn healthy(&self) -> bool {
+        self.errors.is_empty() && self.routes.iter().all(|r| r.installed)
+    }
+
+    fn sort(&mut self) {
+        self.routes.sort_by_key(|r| r.route.key());
+    }
+}
+
+/// The result of [`plan_export`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExportPlan {
+    /// The kernel routes that should exist, one per prefix per table, by key.
+    pub routes: Vec<KernelRoute>,
+    /// Routes a rule matched that cannot be exported, with the reason (installed = false).
+    pub rejected: Vec<ExportResult>,
+    /// Every table a rule names (normalised), for [`NetlinkExporter::manage_tables`].
+    pub tables: BTreeSet<u32>,
+}
+
+/// Whether `route` carries one of `rule`'s communities or large communities; a rule with
+/// neither matches everything.
+pub fn rule_matches(rule: &ExportRule, route: &ReceivedRoute) -> bool {
+    if rule.communities.is_empty() && rule.large_communities.is_empty() {
+        return true;
+    }
+    rule.communities
+        .iter()
+        .any(|c| route.communities.contains(c))
+        || rule.large_communities.iter().any(|&(ga, l1, l2)| {
+            route
+                .large_communities
+                .iter()
+                .any(|lc| lc.global_admin == ga && lc.local_data1 == l1 && lc.local_data2 == l2)
+        })
+}
+
+/// AS_PATH length as in RFC 4271 §9.1.2.2: an AS_SET counts one, confederation segments none.
+pub fn as_path_len(path: &AsPath) -> usize {
+    path.segments
+        .iter()
+        .map(|s| match s.kind {
+            AsSegmentType::Sequence => s.asns.len(),
+            AsSegmentType::Set => 1,
+            AsSegmentType::ConfedSequence | AsSegmentType::ConfedSet => 0,
+        })
+        .sum()
+}
+
+fn prefix_parts(prefix: &Prefix) -> (IpAddr, u8) {
+    match prefix {
+        Prefix::V4(p) => (IpAddr::V4(p.addr()), p.len()),
+        Prefix::V6(p) => (IpAddr::V6(p.addr()), p.len()),
+    }
+}
+
+/// Why a next hop cannot be used at all (independent of reachability).
+fn unusable_next_hop(prefix: IpAddr, nh: IpAddr) -> Option<String> {
+    if nh.is_ipv4() != prefix.is_ipv4() {
+        return Some(format!(
+            "next hop {nh} is of the other address family (not supported)"
+        ));
+    }
+    let bad = match nh {
+        IpAddr::V4(a) => {
+            a.is_unspecified() || a.is_loopback() || a.is_multicast() || a.is_broadcast()
+        }
+        IpAddr::V6(a) => {
+            a.is_unspecified()
+                || a.is_loopback()
+                || a.is_multicast()
+                || (a.segments()[0] & 0xffc0) == 0xfe80
+        }
+    };
+    bad.then(|| {
+        format!("next hop {nh} cannot be used (unspecified, loopback, multicast or link-local)")
+    })
+}
+
+/// Decides the kernel routes for `received` under `settings` (see the module doc for the
+/// rules). `next_hop_ok(next_hop, table)` is asked for rules with `validate_next_hop`; an
+/// `Err` carries the reason shown in the status. Export disabled gives an empty plan.
+pub fn plan_export<F>(
+    settings: &ExportSettings,
+    received: &[(IpAddr, ReceivedRoute)],
+    next_hop_ok: F,
+) -> ExportPlan
+where
+    F: Fn(IpAddr, u32) -> Result<(), String>,
+{
+    let mut plan = ExportPlan::default();
+    if !settings.enabled {
+        return plan;
+    }
+    plan.tables = settings
+        .rules
+        .iter()
+        .map(|r| normalize_table(r.table))
+        .collect();
+
+    struct Candidate<'a> {
+        rule: usize,
+        peer: IpAddr,
+        route: &'a ReceivedRoute,
+    }
+    let mut groups: BTreeMap<RouteKey, Vec<Candidate<'_>>> = BTreeMap::new();
+    for (peer, route) in received {
+        let (prefix, prefix_len) = prefix_parts(&route.prefix);
+        let mut tables_taken: Vec<u32> = Vec::new();
+        for (i, rule) in settings.rules.iter().enumerate() {
+            let table = normalize_table(rule.table);
+            if tables_taken.contains(&table) || !rule_matches(rule, route) {
+                continue;
+            }
+            tables_taken.push(table);
+            groups
+                .entry(RouteKey {
+                    prefix,
+                    prefix_len,
+                    table,
+                })
+                .or_default()
+                .push(Candidate {
+                    rule: i,
+                    peer: *peer,
+                    route,
+                });
+        }
+    }
+
+    for (key, candidates) in groups {
+        let Some(rule_index) = candidates.iter().map(|c| c.rule).min() else {
+            continue;
+        };
+        let rule = &settings.rules[rule_index];
+        let mut usable = Vec::new();
+        let mut refused_hops = Vec::new();
+        let mut reasons = Vec::new();
+        let mut in_order: Vec<&Candidate<'_>> =
+            candidates.iter().filter(|c| c.rule == rule_index).collect();
+        in_order.sort_by_key(|c| c.peer);
+        for c in in_order {
+            let verdict = match c.route.next_hop {
+                None => Err("no next hop".to_owned()),
+                Some(nh) => match unusable_next_hop(key.prefix, nh) {
+                    Some(reason) => Err(reason),
+                    None if rule.validate_next_hop => next_hop_ok(nh, key.table).map(|()| nh),
+                    None => Ok(nh),
+                },
+            };
+            match verdict {
+                Ok(nh) => usable.push((c, nh)),
+                Err(reason) => {
+                    refused_hops.extend(c.route.next_hop);
+                    reasons.push(format!("from peer {}: {reason}", c.peer));
+                }
+            }
+        }
+        let route = |gateways: Vec<IpAddr>| {
+            KernelRoute {
+                prefix: key.prefix,
+                prefix_len: key.prefix_len,
+                gateways,
+                table: key.table,
+                metric: effective_metric(key.prefix, rule.metric),
+                protocol: settings.protocol,
+            }
+            .normalized()
+        };
+        let rank = |c: &Candidate<'_>| {
+            (
+                Reverse(c.route.local_pref.unwrap_or(100)),
+                as_path_len(&c.route.as_path),
+            )
+        };
+        match usable.iter().map(|(c, _)| rank(c)).min() {
+            Some(best) => {
+                let gateways = usable
+                    .iter()
+                    .filter(|(c, _)| rank(c) == best)
+                    .map(|(_, nh)| *nh)
+                    .collect();
+                plan.routes.push(route(gateways));
+            }
+            None => plan.rejected.push(ExportResult::not(
+                route(refused_hops),
+                ExportAction::Rejected,
+                format!("rule {:?}: {}", rule.name, reasons.join("; ")),
+            )),
+        }
+    }
+    plan
+}
+
+/// The kernel routes [`plan_export`] wants (its rejected routes dropped).
+pub fn desired_routes<F>(
+    settings: &ExportSettings,
+    received: &[(IpAddr, ReceivedRoute)],
+    next_hop_ok: F,
+) -> Vec<KernelRoute>
+where
+    F: Fn(IpAddr, u32) -> Result<(), String>,
+{
+    plan_export(settings, received, next_hop_ok).routes
+}
+
+/// Next-hop validation from a snapshot of the kernel: the connected prefixes (per table) and
+/// this node's addresses. Pure once built; [`NetlinkExporter::next_hop_filter`] builds it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NextHopFilter {
+    connected: Vec<(IpAddr, u8, u32)>,
+    local: HashSet<IpAddr>,
+}
+
+fn contains(net: IpAddr, len: u8, ip: IpAddr) -> bool {
+    match (net, ip) {
+        (IpAddr::V4(n), IpAddr::V4(a)) => {
+            let mask = u32::MAX
+                .checked_shl(32 - u32::from(len.min(32)))
+                .unwrap_or(0);
+            u32::from(n) & mask == u32::from(a) & mask
+        }
+        (IpAddr::V6(n), IpAddr::V6(a)) => {
+            let mask = u128::MAX
+                .checked_shl(128 - u32::from(len.min(128)))
+                .unwrap_or(0);
+            u128::from(n) & mask == u128::from(a) & mask
+        }
+        _ => false,
+    }
+}
+
+impl NextHopFilter {
+    /// `connected`: (network, prefix length, table) of on-link routes; `local`: the node's
+    /// own addresses.
+    pub fn new(connected: Vec<(IpAddr, u8, u32)>, local: impl IntoIterator<Item = IpAddr>) -> Self {
+        Self {
+            connected: connected
+                .into_iter()
+                .map(|(n, l, t)| (n, l, normalize_table(t)))
+                .collect(),
+            local: local.into_iter().collect(),
+        }
+    }
+
+    /// `Ok` when `next_hop` is on a connected prefix in `table` or in main and is not one of
+    /// this node's addresses.
+    pub fn check(&self, next_hop: IpAddr, table: u32) -> Result<(), String> {
+        if self.local.contains(&next_hop) {
+            return Err(format!("next hop {next_hop} is an address of this node"));
+        }
+        let table = normalize_table(table);
+        if self
+            .connected
+            .iter()
+            .any(|&(n, l, t)| (t == table || t == TABLE_MAIN) && contains(n, l, next_hop))
+        {
+            Ok(())
+        } else {
+            Err(format!(
+                "next hop {next_hop} is not reachable through a connected route"
+            ))
+        }
+    }
+}
+
+/// A route protocol the exporter cannot safely own.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "route protocol {0} is reserved for the system's own routes (0-4); the exporter deletes \
+     routes by protocol, so it needs its own (default 186)"
+)]
+pub struct ReservedProtocol(pub u8);
+
+/// Keeps the kernel's routes with the exporter's protocol equal to a desired set.
+#[derive(Debug)]
+pub struct NetlinkExporter {
+    kernel: Kernel,
+    protocol: u8,
+    /// Protocols used before a [`NetlinkExporter::set_protocol`] whose routes are not all gone.
+    retired: BTreeSet<u8>,
+    /// Managed tables (normalised).
+    tables: BTreeSet<u32>,
+}
+
+fn is_absent(e: &KernelError) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ESRCH) | Some(libc::ENOENT))
+}
+
+impl NetlinkExporter {
+    /// An exporter owning routes with `protocol`, managing no table yet.
+    pub fn new(kernel: Kernel, protocol: u8) -> Result<Self, ReservedProtocol> {
+        if RESERVED_PROTOCOLS.contains(&protocol) {
+            return Err(ReservedProtocol(protocol));
+        }
+        Ok(Self {
+            kernel,
+            protocol,
+            retired: BTreeSet::new(),
+            tables: BTreeSet::new(),
+        })
+    }
+
+    pub fn protocol(&self) -> u8 {
+        self.protocol
+    }
+
+    /// Switches protocol; the old one's routes (in managed tables) are removed by the next
+    /// [`sync`](Self::sync) or [`clear`](Self::clear).
+    pub fn set_protocol(&mut self, protocol: u8) -> Result<(), ReservedProtocol> {
+        if RESERVED_PROTOCOLS.contains(&protocol) {
+            return Err(ReservedProtocol(protocol));
+        }
+        if protocol != self.protocol {
+            self.retired.insert(self.protocol);
+            self.retired.remove(&protocol);
+            self.protocol = protocol;
+        }
+        Ok(())
+    }
+
+    /// Adds tables (0 = main) whose routes with our protocol this exporter owns.
+    pub fn manage_tables(&mut self, tables: impl IntoIterator<Item = u32>) {
+        self.tables.extend(tables.into_iter().map(normalize_table));
+    }
+
+    /// The managed tables (normalised).
+    pub fn managed_tables(&self) -> &BTreeSet<u32> {
+        &self.tables
+    }
+
+    /// A snapshot of the kernel's connected routes and local addresses, for
+    /// [`plan_export`]'s `next_hop_ok` (`|nh, t| filter.check(nh, t)`).
+    pub async fn next_hop_filter(&self) -> Result<NextHopFilter, KernelError> {
+        let (connected, local) = self.kernel.on_link_prefixes().await?;
+        Ok(NextHopFilter::new(connected, local))
+    }
+
+    /// Routes of ours (owned protocol, managed table, with a gateway), by key.
+    async fn ours(&self, report: &mut ExportReport) -> BTreeMap<RouteKey, Vec<KernelRoute>> {
+        let mut out: BTreeMap<RouteKey, Vec<KernelRoute>> = BTreeMap::new();
+        let protocols = std::iter::once(self.protocol).chain(self.retired.iter().copied());
+        for p in protocols {
+            match self.kernel.routes_with_protocol(p).await {
+                Ok(routes) => {
+                    for r in routes {
+                        if !r.gateways.is_empty() && self.tables.contains(&r.table_id()) {
+                            out.entry(r.key()).or_default().push(r);
+                        }
+                    }
+                }
+                Err(e) => report
+                    .errors
+                    .push(format!("listing routes with protocol {p}: {e}")),
+            }
+        }
+        out
+    }
+
+    async fn remove(
+        &self,
+        route: &KernelRoute,
+        report: &mut ExportReport,
+        failed: &mut BTreeSet<u8>,
+    ) {
+        match self.kernel.delete_route(route).await {
+            Ok(()) => {
+                tracing::info!(op = "netlinkExport", prefix = %route.cidr(), table = %route.table_name(),
+                    metric = route.metric, protocol = route.protocol, "removed route");
+                report.removed.push(route.clone());
+            }
+            Err(e) if is_absent(&e) => report.removed.push(route.clone()),
+            Err(e) => {
+                tracing::warn!(op = "netlinkExport", prefix = %route.cidr(), table = %route.table_name(),
+                    error = %e, "removing a route failed");
+                failed.insert(route.protocol);
+                report.errors.push(e.to_string());
+            }
+        }
+    }
+
+    /// Drops retired protocols that have no route left.
+    fn forget_retired(&mut self, failed: &BTreeSet<u8>) {
+        self.retired.retain(|p| failed.contains(p));
+    }
+
+    /// Makes the kernel match `desired`: adds missing routes, replaces changed ones (a new
+    /// metric is a new kernel route: it is added first, then the old one deleted), and deletes
+    /// routes of ours nobody wants any more. Tables of desired routes become managed. A route
+    /// the kernel refuses keeps any older route of ours for the same prefix and table (make
+    /// before break). Never fails as a whole: per-route outcomes and other errors are in the
+    /// report. A desired route with another protocol than the exporter's, or without a
+    /// gateway, or a second one for the same prefix and table, is reported as failed.
+    pub async fn sync(&mut self, desired: Vec<KernelRoute>) -> ExportReport {
+        let mut report = ExportReport::default();
+        let mut wanted: BTreeMap<RouteKey, KernelRoute> = BTreeMap::new();
+        for route in desired {
+            let route = route.normalized();
+            if route.protocol != self.protocol {
+                let reason = format!(
+                    "protocol {} is not the exporter's ({})",
+                    route.protocol, self.protocol
+                );
+                report
+                    .routes
+                    .push(ExportResult::not(route, ExportAction::Failed, reason));
+            } else if route.gateways.is_empty() {
+                report.routes.push(ExportResult::not(
+                    route,
+                    ExportAction::Failed,
+                    "no next hop".to_owned(),
+                ));
+            } else {
+                match wanted.entry(route.key()) {
+                    std::collections::btree_map::Entry::Vacant(slot) => {
+                        slot.insert(route);
+                    }
+                    std::collections::btree_map::Entry::Occupied(_) => {
+                        report.routes.push(ExportResult::not(
+                            route,
+                            ExportAction::Failed,
+                            "another route for the same prefix and table is wanted".to_owned(),
+                        ));
+                    }
+                }
+            }
+        }
+        self.tables.extend(wanted.keys().map(|k| k.table));
+
+        let mut existing = self.ours(&mut report).await;
+        let mut failed = BTreeSet::new();
+        for (key, want) in wanted {
+            let have = existing.remove(&key).unwrap_or_default();
+            if have.iter().any(|h| h.same_as(&want)) {
+                for h in have.iter().filter(|h| !h.same_as(&want)) {
+                    self.remove(h, &mut report, &mut failed).await;
+                }
+                report
+                    .routes
+                    .push(ExportResult::ok(want, ExportAction::Unchanged));
+                continue;
+            }
+            match self.kernel.add_route(&want).await {
+                Ok(()) => {
+                    tracing::info!(op = "netlinkExport", prefix = %want.cidr(), table = %want.table_name(),
+                        metric = want.metric, gateways = ?want.gateways, "installed route");
+                    // The same metric was replaced in place; other metrics are separate routes.
+                    for h in have
+                        .iter()
+                        .filter(|h| h.effective_metric() != want.effective_metric())
+                    {
+                        self.remove(h, &mut report, &mut failed).await;
+                    }
+                    report
+                        .routes
+                        .push(ExportResult::ok(want, ExportAction::Installed));
+                }
+                Err(e) => {
+                    tracing::warn!(op = "netlinkExport", prefix = %want.cidr(), table = %want.table_name(),
+                        error = %e, "installing a route failed");
+                    let reason = format!("the kernel refused the route: {e}");
+                    report
+                        .routes
+                        .push(ExportResult::not(want, ExportAction::Failed, reason));
+                }
+            }
+        }
+        for stale in existing.into_values().flatten() {
+            self.remove(&stale, &mut report, &mut failed).await;
+        }
+        self.forget_retired(&failed);
+        report.sort();
+        report
+    }
+
+    /// [`sync`](Self::sync) of a plan: its tables become managed and its rejected routes are
+    /// added to the report.
+    pub async fn sync_plan(&mut self, plan: ExportPlan) -> ExportReport {
+        self.manage_tables(plan.tables.iter().copied());
+        let mut report = self.sync(plan.routes).await;
+        report.routes.extend(plan.rejected);
+        report.sort();
+        report
+    }
+
+    /// Removes every route of ours (owned protocols, managed tables): export disabled, or
+    /// shutdown. The report lists what was removed and what could not be.
+    pub async fn clear(&mut self) -> ExportReport {
+        let mut report = ExportReport::default();
+        let mut failed = BTreeSet::new();
+        let existing = self.ours(&mut report).await;
+        for route in existing.into_values().flatten() {
+            self.remove(&route, &mut report, &mut failed).await;
+        }
+        self.forget_retired(&failed);
+        report
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use purelb_bgp::wire::{AsSegment, Ipv4Prefix, Ipv6Prefix, LargeCommunity};
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn rule(name: &str, communities: &[u32], large: &[(u32, u32, u32)], table: u32) -> ExportRule {
+        ExportRule {
+            name: name.to_owned(),
+            communities: communities.to_vec(),
+            large_communities: large.to_vec(),
+            table,
+            metric: 20,
+            validate_next_hop: true,
+        }
+    }
+
+    fn settings(rules: Vec<ExportRule>) -> ExportSettings {
+        ExportSettings {
+            enabled: true,
+            protocol: RTPROT_BGP,
+            rules,
+        }
+    }
+
+    fn received(prefix: &str, next_hop: &str) -> ReceivedRoute {
+        let (addr, len) = prefix.split_once('/').unwrap();
+        let len: u8 = len.parse().unwrap();
+        let prefix = match ip(addr) {
+            IpAddr::V4(a) => Prefix::V4(Ipv4Prefix::new(a, len).unwrap()),
+            IpAddr::V6(a) => Prefix::V6(Ipv6Prefix::new(a, len).unwrap()),
+        };
+        ReceivedRoute {
+            prefix,
+            next_hop: Some(ip(next_hop)),
+            as_path: AsPath::sequence(vec![65001]),
+            communities: Vec::new(),
+            large_communities: Vec::new(),
+            med: None,
+            local_pref: None,
+            stale: false,
+        }
+    }
+
+    fn with_communities(mut r: ReceivedRoute, c: &[u32]) -> ReceivedRoute {
+        r.communities = c.to_vec();
+        r
+    }
+
+    fn all_ok(_: IpAddr, _: u32) -> Result<(), String> {
+        Ok(())
+    }
+
+    const C100: u32 = (65000 << 16) | 100;
+    const C200: u32 = (65000 << 16) | 200;
+
+    #[test]
+    fn a_rule_without_communities_matches_everything() {
+        let r = rule("all", &[], &[], 0);
+        assert!(rule_matches(
+            &r,
+            &received("203.0.113.0/24", "198.51.100.1")
+        ));
+        assert!(rule_matches(
+            &r,
+            &with_communities(received("203.0.113.0/24", "198.51.100.1"), &[C100])
+        ));
+    }
+
+    #[test]
+    fn any_standard_or_large_community_matches() {
+        let r = rule("c", &[C100, C200], &[(65000, 1, 2)], 0);
+        let plain = received("203.0.113.0/24", "198.51.100.1");
+        assert!(!rule_matches(&r, &plain));
+        assert!(rule_matches(
+            &r,
+            &with_communities(plain.clone(), &[7, C200])
+        ));
+        let mut large = plain.clone();
+        large.large_communities = vec![LargeCommunity {
+            global_admin: 65000,
+            local_data1: 1,
+            local_data2: 2,
+        }];
+        assert!(rule_matches(&r, &large));
+        large.large_communities[0].local_data2 = 3;
+        assert!(!rule_matches(&r, &large));
+        // Large only: standard communities do not count.
+        let large_only = rule("l", &[], &[(65000, 1, 2)], 0);
+        assert!(!rule_matches(
+            &large_only,
+            &with_communities(plain, &[C100])
+        ));
+    }
+
+    #[test]
+    fn first_matching_rule_per_table_wins_and_each_table_gets_one_route() {
+        let mut specific = rule("specific", &[C100], &[], 0);
+        specific.metric = 5;
+        let mut catch_all = rule("all", &[], &[], 0);
+        catch_all.metric = 50;
+        let mut vrf = rule("t100", &[C100], &[], 100);
+        vrf.metric = 7;
+        let s = settings(vec![specific, catch_all, vrf]);
+        let rx = vec![
+            (
+                ip("198.51.100.1"),
+                with_communities(received("203.0.113.0/24", "198.51.100.1"), &[C100]),
+            ),
+            (
+                ip("198.51.100.1"),
+                received("203.0.113.128/25", "198.51.100.1"),
+            ),
+        ];
+        let plan = plan_export(&s, &rx, all_ok);
+        assert!(plan.rejected.is_empty());
+        let got: Vec<(String, u32, u32)> = plan
+            .routes
+            .iter()
+            .map(|r| (r.cidr(), r.table, r.metric))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("203.0.113.0/24".to_owned(), 100, 7),
+                ("203.0.113.0/24".to_owned(), 254, 5),
+                ("203.0.113.128/25".to_owned(), 254, 50),
+            ]
+        );
+        assert_eq!(plan.tables, BTreeSet::from([100, 254]));
+        assert!(plan.routes.iter().all(|r| r.protocol == 186));
+    }
+
+    #[test]
+    fn unmatched_routes_and_disabled_export_give_nothing() {
+        let s = settings(vec![rule("c", &[C100], &[], 0)]);
+        let rx = vec![(
+            ip("198.51.100.1"),
+            received("203.0.113.0/24", "198.51.100.1"),
+        )];
+        assert_eq!(
+            plan_export(&s, &rx, all_ok),
+            ExportPlan {
+                tables: BTreeSet::from([254]),
+                ..ExportPlan::default()
+            }
+        );
+        let mut off = settings(vec![rule("all", &[], &[], 0)]);
+        off.enabled = false;
+        assert_eq!(plan_export(&off, &rx, all_ok), ExportPlan::default());
+    }
+
+    #[test]
+    fn equal_paths_from_several_peers_make_one_ecmp_route() {
+        let s = settings(vec![rule("all", &[], &[], 0)]);
+        let rx = vec![
+            (
+                ip("198.51.100.3"),
+                received("203.0.113.0/24", "198.51.100.3"),
+            ),
+            (
+                ip("198.51.100.1"),
+                received("203.0.113.0/24", "198.51.100.1"),
+            ),
+            // Same next hop from a route server: merged.
+            (
+                ip("198.51.100.9"),
+                received("203.0.113.0/24", "198.51.100.1"),
+            ),
+        ];
+        let routes = desired_routes(&s, &rx, all_ok);
+        assert_eq!(routes.len(), 1);
+        assert_eq!(
+            routes[0].gateways,
+            vec![ip("198.51.100.1"), ip("198.51.100.3")]
+        );
+        // Order of arrival does not matter.
+        let mut reversed = rx.clone();
+        reversed.reverse();
+        assert_eq!(desired_routes(&s, &reversed, all_ok), routes);
+    }
+
+    #[test]
+    fn unequal_paths_keep_only_the_best() {
+        let s = settings(vec![rule("all", &[], &[], 0)]);
+        let mut longer = received("203.0.113.0/24", "198.51.100.1");
+        longer.as_path = AsPath::sequence(vec![65001, 65002]);
+        let shorter = received("203.0.113.0/24", "198.51.100.3");
+        let rx = vec![
+            (ip("198.51.100.1"), longer.clone()),
+            (ip("198.51.100.3"), shorter),
+        ];
+        assert_eq!(
+            desired_routes(&s, &rx, all_ok)[0].gateways,
+            vec![ip("198.51.100.3")]
+        );
+
+        // LOCAL_PREF before path length.
+        let mut preferred = longer;
+        preferred.local_pref = Some(200);
+        let rx = vec![
+            (ip("198.51.100.1"), preferred),
+            (
+                ip("198.51.100.3"),
+                received("203.0.113.0/24", "198.51.100.3"),
+            ),
+        ];
+        assert_eq!(
+            desired_routes(&s, &rx, all_ok)[0].gateways,
+            vec![ip("198.51.100.1")]
+        );
+    }
+
+    #[test]
+    fn as_path_length_counts_sets_once_and_confederations_not() {
+        let path = AsPath {
+            segments: vec![
+                AsSegment {
+                    kind: AsSegmentType::Sequence,
+                    asns: vec![1, 2],
+                },
+                AsSegment {
+                    kind: AsSegmentType::Set,
+                    asns: vec![3, 4, 5],
+                },
+                AsSegment {
+                    kind: AsSegmentType::ConfedSequence,
+                    asns: vec![6],
+                },
+            ],
+        };
+        assert_eq!(as_path_len(&path), 3);
+    }
+
+    #[test]
+    fn next_hop_validation_rejects_with_a_reason_and_can_be_off() {
+        let filter = NextHopFilter::new(
+            vec![(ip("198.51.100.0"), 24, 254), (ip("2001:db8:1::"), 64, 254)],
+            [ip("198.51.100.2")],
+        );
+        let check = |nh: IpAddr, t: u32| filter.check(nh, t);
+        let s = settings(vec![rule("all", &[], &[], 0)]);
+        let rx = vec![
+            (
+                ip("198.51.100.1"),
+                received("203.0.113.0/24", "198.51.100.1"),
+            ),
+            (
+                ip("198.51.100.5"),
+                received("203.0.113.0/24", "203.0.113.1"),
+            ),
+            (
+                ip("198.51.100.2"),
+                received("203.0.113.64/26", "198.51.100.2"),
+            ),
+        ];
+        let plan = plan_export(&s, &rx, check);
+        assert_eq!(plan.routes.len(), 1);
+        assert_eq!(plan.routes[0].gateways, vec![ip("198.51.100.1")]);
+        assert_eq!(plan.rejected.len(), 1);
+        let rej = &plan.rejected[0];
+        assert_eq!(rej.route.cidr(), "203.0.113.64/26");
+        assert!(!rej.installed);
+        assert_eq!(rej.action, ExportAction::Rejected);
+        assert!(
+            rej.reason
+                .as_deref()
+                .unwrap()
+                .contains("address of this node"),
+            "{rej:?}"
+        );
+
+        let only_far = vec![(
+            ip("198.51.100.5"),
+            received("203.0.113.0/24", "203.0.113.1"),
+        )];
+        let plan = plan_export(&s, &only_far, check);
+        assert!(plan.routes.is_empty());
+        let reason = plan.rejected[0].reason.clone().unwrap();
+        assert!(
+            reason.contains("not reachable through a connected route"),
+            "{reason}"
+        );
+        assert!(reason.contains("rule \"all\""), "{reason}");
+        assert_eq!(plan.rejected[0].route.gateways, vec![ip("203.0.113.1")]);
+
+        let mut trusting = rule("all", &[], &[], 0);
+        trusting.validate_next_hop = false;
+        let plan = plan_export(&settings(vec![trusting]), &only_far, check);
+        assert_eq!(plan.routes[0].gateways, vec![ip("203.0.113.1")]);
+    }
+
+    #[test]
+    fn connected_routes_count_in_their_table_and_in_main() {
+        let filter = NextHopFilter::new(
+            vec![(ip("198.51.100.0"), 24, 0), (ip("203.0.113.0"), 25, 100)],
+            [],
+        );
+        assert!(filter.check(ip("198.51.100.7"), 100).is_ok());
+        assert!(filter.check(ip("203.0.113.7"), 100).is_ok());
+        assert!(filter.check(ip("203.0.113.7"), 254).is_err());
+        assert!(filter.check(ip("203.0.113.200"), 100).is_err());
+        assert!(filter.check(ip("2001:db8::1"), 254).is_err());
+    }
+
+    #[test]
+    fn unusable_next_hops_are_never_exported() {
+        let mut trusting = rule("all", &[], &[], 0);
+        trusting.validate_next_hop = false;
+        let s = settings(vec![trusting]);
+        let mut none = received("203.0.113.0/24", "198.51.100.1");
+        none.next_hop = None;
+        for (route, want) in [
+            (none, "no next hop"),
+            (
+                received("203.0.113.0/24", "2001:db8:1::1"),
+                "other address family",
+            ),
+            (received("2001:db8:ff::/48", "fe80::1"), "link-local"),
+            (received("203.0.113.0/24", "0.0.0.0"), "unspecified"),
+        ] {
+            let plan = plan_export(&s, &[(ip("198.51.100.1"), route)], all_ok);
+            assert!(plan.routes.is_empty());
+            let reason = plan.rejected[0].reason.clone().unwrap();
+            assert!(reason.contains(want), "{reason}");
+        }
+    }
+
+    #[test]
+    fn ipv6_metric_zero_is_what_the_kernel_keeps() {
+        let mut r = rule("all", &[], &[], 0);
+        r.metric = 0;
+        let s = settings(vec![r]);
+        let rx = vec![
+            (
+                ip("2001:db8:1::1"),
+                received("2001:db8:ff::/48", "2001:db8:1::1"),
+            ),
+            (
+                ip("198.51.100.1"),
+                received("203.0.113.0/24", "198.51.100.1"),
+            ),
+        ];
+        let routes = desired_routes(&s, &rx, all_ok);
+        assert_eq!(routes[0].metric, 0);
+        assert_eq!(routes[1].metric, IPV6_DEFAULT_METRIC);
+    }
+
+    #[test]
+    fn table_names_for_the_status() {
+        assert_eq!(table_name(0), "main");
+        assert_eq!(table_name(254), "main");
+        assert_eq!(table_name(253), "default");
+        assert_eq!(table_name(255), "local");
+        assert_eq!(table_name(100), "100");
+    }
+
+    #[test]
+    fn same_as_ignores_gateway_order_and_main_spelling() {
+        let a = KernelRoute {
+            prefix: ip("203.0.113.0"),
+            prefix_len: 24,
+            gateways: vec![ip("198.51.100.3"), ip("198.51.100.1")],
+            table: 0,
+            metric: 20,
+            protocol: 186,
+        };
+        let mut b = a.clone().normalized();
+        assert!(a.same_as(&b));
+        b.metric = 21;
+        assert!(!a.same_as(&b));
+    }
+
+    #[test]
+    fn reserved_protocols_are_refused() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let kernel = Kernel::new().unwrap();
+            for p in RESERVED_PROTOCOLS {
+                assert_eq!(
+                    NetlinkExporter::new(kernel.clone(), p).unwrap_err(),
+                    ReservedProtocol(p)
+                );
+            }
+            let mut e = NetlinkExporter::new(kernel, RTPROT_BGP).unwrap();
+            assert_eq!(e.set_protocol(4), Err(ReservedProtocol(4)));
+            e.set_protocol(200).unwrap();
+            assert_eq!(e.protocol(), 200);
+            assert_eq!(e.retired, BTreeSet::from([RTPROT_BGP]));
+            e.set_protocol(RTPROT_BGP).unwrap();
+            assert_eq!(e.retired, BTreeSet::from([200]));
+            e.manage_tables([0, 100]);
+            assert_eq!(e.managed_tables(), &BTreeSet::from([100, 254]));
+        });
+    }
+}
