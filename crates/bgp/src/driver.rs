@@ -29,8 +29,8 @@ use crate::wire::{
     PathAttributes, Prefix, Update, WireContext, decode, encode, next_message, notification_code,
 };
 
-/// How many prefixes go into one withdrawing UPDATE (well under 4096 octets for either family).
-const WITHDRAW_BATCH: usize = 150;
+/// The routes one peer should have, shared between the speaker and the session task.
+pub type AdjRibOut = Arc<Vec<LocalRoute>>;
 
 /// The largest BGP message without RFC 8654 extended messages.
 const MAX_MESSAGE: usize = 4096;
@@ -228,7 +228,7 @@ pub fn spawn_session(
     config: SessionConfig,
     peer: SocketAddr,
     local: Option<SocketAddr>,
-    routes: watch::Receiver<Vec<LocalRoute>>,
+    routes: watch::Receiver<AdjRibOut>,
 ) -> SessionHandle {
     spawn_session_with(
         config,
@@ -248,7 +248,7 @@ pub fn spawn_session_with(
     config: SessionConfig,
     peer: SocketAddr,
     options: SessionOptions,
-    routes: watch::Receiver<Vec<LocalRoute>>,
+    routes: watch::Receiver<AdjRibOut>,
 ) -> SessionHandle {
     let (driver, status, inbound) = Driver::new(config, peer, options, routes);
     let received = driver.received.clone();
@@ -276,7 +276,7 @@ struct Driver {
     session: Session,
     peer: SocketAddr,
     options: SessionOptions,
-    routes: watch::Receiver<Vec<LocalRoute>>,
+    routes: watch::Receiver<AdjRibOut>,
     status: watch::Sender<SessionStatus>,
     inbound: mpsc::UnboundedReceiver<TcpStream>,
     stream: Option<TcpStream>,
@@ -292,8 +292,9 @@ struct Driver {
     wire: WireContext,
     /// Negotiated families while Established; empty otherwise.
     families: Vec<AfiSafi>,
-    /// What the peer has from us (Adj-RIB-Out), by prefix.
-    advertised: HashMap<Prefix, LocalRoute>,
+    /// What the peer has from us: a fingerprint of each advertised route, by prefix (the routes
+    /// themselves live in the shared [`AdjRibOut`]).
+    advertised: HashMap<Prefix, u64>,
     received: ReceivedRib,
     received_version: u64,
     /// The peer's graceful-restart capability from the last OPEN exchange.
@@ -320,7 +321,7 @@ impl Driver {
         config: SessionConfig,
         peer: SocketAddr,
         options: SessionOptions,
-        routes: watch::Receiver<Vec<LocalRoute>>,
+        routes: watch::Receiver<AdjRibOut>,
     ) -> (
         Self,
         watch::Receiver<SessionStatus>,
@@ -641,13 +642,13 @@ impl Driver {
                 self.received_version += 1;
             }
             Action::RouteRefreshRequested(family) => {
-                let routes: Vec<LocalRoute> = self
-                    .advertised
-                    .values()
+                let routes = self.routes.borrow().clone();
+                let again: Vec<&LocalRoute> = routes
+                    .iter()
                     .filter(|r| family_of(&r.prefix) == family)
-                    .cloned()
+                    .filter(|r| self.advertised.contains_key(&r.prefix))
                     .collect();
-                self.announce(routes).await;
+                self.announce(again).await;
                 self.send_end_of_rib(family).await;
             }
         }
@@ -663,7 +664,7 @@ impl Driver {
             .flat_map(|gr| gr.families.iter().map(|f| f.afi_safi))
             .collect();
         self.drop_stale(|f| !kept.contains(&f));
-        self.advertised.clear();
+        self.advertised = HashMap::new();
         self.sync_routes().await;
         for family in self.families.clone() {
             self.send_end_of_rib(family).await;
@@ -675,7 +676,7 @@ impl Driver {
     fn down(&mut self, reason: DownReason) {
         self.wire = self.session.wire_context();
         self.families.clear();
-        self.advertised.clear();
+        self.advertised = HashMap::new();
         let restart_time = self
             .peer_restart
             .as_ref()
@@ -798,66 +799,36 @@ impl Driver {
         if self.families.is_empty() {
             return;
         }
-        let wanted: HashMap<Prefix, LocalRoute> = self
-            .routes
-            .borrow_and_update()
+        let routes = self.routes.borrow_and_update().clone();
+        let mut next = HashMap::with_capacity(routes.len());
+        let mut announce = Vec::new();
+        for r in routes
             .iter()
             .filter(|r| self.families.contains(&family_of(&r.prefix)))
-            .map(|r| (r.prefix, r.clone()))
-            .collect();
+        {
+            let print = fingerprint(r);
+            if self.advertised.get(&r.prefix) != Some(&print) {
+                announce.push(r);
+            }
+            next.insert(r.prefix, print);
+        }
         let mut withdraw: Vec<Prefix> = self
             .advertised
             .keys()
-            .filter(|p| !wanted.contains_key(p))
+            .filter(|p| !next.contains_key(p))
             .copied()
             .collect();
         withdraw.sort();
-        let announce: Vec<LocalRoute> = wanted
-            .values()
-            .filter(|r| self.advertised.get(&r.prefix) != Some(r))
-            .cloned()
-            .collect();
-
-        let (v4, v6): (Vec<Prefix>, Vec<Prefix>) =
-            withdraw.iter().partition(|p| matches!(p, Prefix::V4(_)));
-        for chunk in v4.chunks(WITHDRAW_BATCH) {
-            let update = Update {
-                withdrawn: chunk
-                    .iter()
-                    .filter_map(|p| match p {
-                        Prefix::V4(p) => Some(*p),
-                        Prefix::V6(_) => None,
-                    })
-                    .collect(),
-                ..Update::default()
-            };
-            self.send(&Message::Update(update)).await;
-        }
-        for chunk in v6.chunks(WITHDRAW_BATCH) {
-            let update = Update {
-                attributes: PathAttributes {
-                    mp_unreach: Some(
-                        chunk
-                            .iter()
-                            .filter_map(|p| match p {
-                                Prefix::V6(p) => Some(*p),
-                                Prefix::V4(_) => None,
-                            })
-                            .collect(),
-                    ),
-                    ..PathAttributes::default()
-                },
-                ..Update::default()
-            };
+        for update in withdrawals(&withdraw) {
             self.send(&Message::Update(update)).await;
         }
         self.announce(announce).await;
-        self.advertised = wanted;
+        self.advertised = next;
     }
 
     /// Announces routes, those with equal attributes packed together into UPDATEs of at most
     /// 4096 octets.
-    async fn announce(&mut self, mut routes: Vec<LocalRoute>) {
+    async fn announce(&mut self, mut routes: Vec<&LocalRoute>) {
         routes.sort_by(|a, b| {
             a.attribute_key()
                 .cmp(&b.attribute_key())
@@ -924,8 +895,8 @@ impl Driver {
     }
 
     /// UPDATEs announcing `group` (routes with one attribute key, all of one family or skipped).
-    fn announcements(&self, group: &[LocalRoute]) -> Vec<Update> {
-        let Some(first) = group.first() else {
+    fn announcements<R: std::borrow::Borrow<LocalRoute>>(&self, group: &[R]) -> Vec<Update> {
+        let Some(first) = group.first().map(|r| r.borrow()) else {
             return Vec::new();
         };
         let Some(next_hop) = self.next_hop(first) else {
@@ -958,7 +929,8 @@ impl Driver {
         let mut current = base.clone();
         let mut used = 0;
         for r in group {
-            let cost = 1 + usize::from(prefix_len(&r.prefix)).div_ceil(8);
+            let r = r.borrow();
+            let cost = prefix_cost(&r.prefix);
             if used + cost > room {
                 updates.push(std::mem::replace(&mut current, base.clone()));
                 used = 0;
@@ -1052,6 +1024,75 @@ async fn connect(
         })
 }
 
+/// Octets a prefix takes in NLRI or withdrawn routes.
+fn prefix_cost(p: &Prefix) -> usize {
+    1 + usize::from(prefix_len(p)).div_ceil(8)
+}
+
+/// A stable fingerprint of a route, to tell whether the peer already has it as it is.
+fn fingerprint(r: &LocalRoute) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    r.hash(&mut h);
+    h.finish()
+}
+
+/// UPDATEs withdrawing `prefixes` (IPv4 in the withdrawn field, IPv6 in MP_UNREACH), each
+/// packed up to 4096 octets.
+fn withdrawals(prefixes: &[Prefix]) -> Vec<Update> {
+    // Header (19), the two length fields (4) and, for IPv6, the MP_UNREACH attribute header
+    // with its AFI/SAFI (4 + 3).
+    const V4_ROOM: usize = MAX_MESSAGE - 23;
+    const V6_ROOM: usize = MAX_MESSAGE - 23 - 7;
+    let mut updates = Vec::new();
+    let (mut v4, mut v6) = (Vec::new(), Vec::new());
+    let (mut v4_used, mut v6_used) = (0, 0);
+    for p in prefixes {
+        let cost = prefix_cost(p);
+        match p {
+            Prefix::V4(p) => {
+                if v4_used + cost > V4_ROOM {
+                    updates.push(Update {
+                        withdrawn: std::mem::take(&mut v4),
+                        ..Update::default()
+                    });
+                    v4_used = 0;
+                }
+                v4.push(*p);
+                v4_used += cost;
+            }
+            Prefix::V6(p) => {
+                if v6_used + cost > V6_ROOM {
+                    updates.push(v6_withdrawal(std::mem::take(&mut v6)));
+                    v6_used = 0;
+                }
+                v6.push(*p);
+                v6_used += cost;
+            }
+        }
+    }
+    if !v4.is_empty() {
+        updates.push(Update {
+            withdrawn: v4,
+            ..Update::default()
+        });
+    }
+    if !v6.is_empty() {
+        updates.push(v6_withdrawal(v6));
+    }
+    updates
+}
+
+fn v6_withdrawal(prefixes: Vec<crate::wire::Ipv6Prefix>) -> Update {
+    Update {
+        attributes: PathAttributes {
+            mp_unreach: Some(prefixes),
+            ..PathAttributes::default()
+        },
+        ..Update::default()
+    }
+}
+
 fn prefix_len(p: &Prefix) -> u8 {
     match p {
         Prefix::V4(p) => p.len(),
@@ -1108,10 +1149,10 @@ mod tests {
     async fn sends_open_and_ceases_on_stop() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let (_tx, rx) = watch::channel(vec![LocalRoute::new(
+        let (_tx, rx) = watch::channel(Arc::new(vec![LocalRoute::new(
             Prefix::V4(Ipv4Prefix::new(Ipv4Addr::new(203, 0, 113, 10), 32).unwrap()),
             IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1)),
-        )]);
+        )]));
         let config = SessionConfig::new(65001, 65000, Ipv4Addr::new(10, 0, 0, 1));
         let handle = spawn_session(config, addr, None, rx);
         let (mut sock, _) = listener.accept().await.unwrap();
@@ -1146,7 +1187,7 @@ mod tests {
     }
 
     fn driver() -> Driver {
-        let (_tx, rx) = watch::channel(Vec::new());
+        let (_tx, rx) = watch::channel(AdjRibOut::default());
         let config = SessionConfig::new(65001, 65000, Ipv4Addr::LOCALHOST);
         Driver::new(
             config,
@@ -1209,7 +1250,7 @@ mod tests {
 
     #[test]
     fn ibgp_routes_carry_local_pref_and_an_empty_path() {
-        let (_tx, rx) = watch::channel(Vec::new());
+        let (_tx, rx) = watch::channel(AdjRibOut::default());
         let config = SessionConfig::new(65001, 65001, Ipv4Addr::LOCALHOST);
         let d = Driver::new(
             config,

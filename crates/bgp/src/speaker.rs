@@ -25,7 +25,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::driver::{
-    LocalRoute, ReceivedRoute, SessionHandle, SessionOptions, SessionStatus, family_of,
+    AdjRibOut, LocalRoute, ReceivedRoute, SessionHandle, SessionOptions, SessionStatus, family_of,
     spawn_session_with,
 };
 use crate::fsm::{GracefulRestartConfig, SessionConfig, State};
@@ -232,7 +232,7 @@ struct Peer {
     config: NeighborConfig,
     dynamic: bool,
     /// The peer's Adj-RIB-Out, as handed to its session.
-    adj_rib_out: watch::Sender<Vec<LocalRoute>>,
+    adj_rib_out: watch::Sender<AdjRibOut>,
     session: Option<SessionHandle>,
     watcher: Option<JoinHandle<()>>,
 }
@@ -320,14 +320,17 @@ fn lock(inner: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
 
 impl Inner {
     fn adj_rib_out(&self, n: &NeighborConfig) -> Vec<LocalRoute> {
-        self.routes
-            .values()
-            .filter_map(|r| self.policy.export(r, n.address, &n.export))
-            .collect()
+        let mut out = Vec::with_capacity(self.routes.len());
+        out.extend(
+            self.routes
+                .values()
+                .filter_map(|r| self.policy.export(r, n.address, &n.export)),
+        );
+        out
     }
 
     fn start_peer(&mut self, n: NeighborConfig, dynamic: bool) {
-        let (adj_rib_out, rx) = watch::channel(self.adj_rib_out(&n));
+        let (adj_rib_out, rx) = watch::channel(Arc::new(self.adj_rib_out(&n)));
         let (session, watcher) = if n.admin_down {
             (None, None)
         } else {
@@ -353,10 +356,10 @@ impl Inner {
     fn refresh(&self, peer: &Peer) {
         let routes = self.adj_rib_out(&peer.config);
         peer.adj_rib_out.send_if_modified(|current| {
-            if *current == routes {
+            if **current == routes {
                 false
             } else {
-                *current = routes;
+                *current = Arc::new(routes);
                 true
             }
         });
@@ -371,6 +374,8 @@ impl Inner {
                     .export(r, peer.config.address, &peer.config.export)
             });
             peer.adj_rib_out.send_if_modified(|current| {
+                // Copies only if the session task is reading the previous version right now.
+                let current = Arc::make_mut(current);
                 let at = current.iter().position(|r| r.prefix == prefix);
                 match (at, exported.clone()) {
                     (Some(i), Some(new)) if current.get(i) == Some(&new) => false,
@@ -393,6 +398,30 @@ impl Inner {
             });
         }
         self.changes.send_modify(|v| *v += 1);
+    }
+
+    fn peer_status(&self) -> Vec<PeerStatus> {
+        self.peers
+            .values()
+            .map(|p| {
+                let s = p.session.as_ref().map(SessionHandle::state);
+                PeerStatus {
+                    address: p.config.address,
+                    peer_asn: p.config.peer_asn,
+                    local_asn: p.config.local_asn.unwrap_or(self.config.asn),
+                    description: p.config.description.clone(),
+                    dynamic: p.dynamic,
+                    admin_down: p.config.admin_down,
+                    state: s.as_ref().map_or(State::Idle, |s| s.state),
+                    established_at: s.as_ref().and_then(|s| s.established_at),
+                    peer_id: s.as_ref().and_then(|s| s.peer_id),
+                    families: s.as_ref().map(|s| s.families.clone()).unwrap_or_default(),
+                    prefixes_sent: s.as_ref().map_or(0, |s| s.prefixes_sent),
+                    prefixes_received: s.as_ref().map_or(0, |s| s.prefixes_received),
+                    last_error: s.and_then(|s| s.last_error),
+                }
+            })
+            .collect()
     }
 
     /// A connection from `remote`: to its neighbour's session, to a new dynamic neighbour, or
@@ -615,31 +644,22 @@ impl Speaker {
         self.changes.clone()
     }
 
+    /// The speaker's ASN and router ID.
+    pub fn identity(&self) -> (u32, Ipv4Addr) {
+        let inner = lock(&self.inner);
+        (inner.config.asn, inner.config.router_id)
+    }
+
+    /// Every peer's status, without the routes (cheap with many routes).
+    pub fn peers(&self) -> Vec<PeerStatus> {
+        let inner = lock(&self.inner);
+        inner.peer_status()
+    }
+
     /// Every peer and every local route, with where each was sent.
     pub fn status(&self) -> SpeakerStatus {
         let inner = lock(&self.inner);
-        let peers: Vec<PeerStatus> = inner
-            .peers
-            .values()
-            .map(|p| {
-                let s = p.session.as_ref().map(SessionHandle::state);
-                PeerStatus {
-                    address: p.config.address,
-                    peer_asn: p.config.peer_asn,
-                    local_asn: p.config.local_asn.unwrap_or(inner.config.asn),
-                    description: p.config.description.clone(),
-                    dynamic: p.dynamic,
-                    admin_down: p.config.admin_down,
-                    state: s.as_ref().map_or(State::Idle, |s| s.state),
-                    established_at: s.as_ref().and_then(|s| s.established_at),
-                    peer_id: s.as_ref().and_then(|s| s.peer_id),
-                    families: s.as_ref().map(|s| s.families.clone()).unwrap_or_default(),
-                    prefixes_sent: s.as_ref().map_or(0, |s| s.prefixes_sent),
-                    prefixes_received: s.as_ref().map_or(0, |s| s.prefixes_received),
-                    last_error: s.and_then(|s| s.last_error),
-                }
-            })
-            .collect();
+        let peers = inner.peer_status();
         let sent: Vec<(IpAddr, BTreeSet<Prefix>)> = inner
             .peers
             .values()

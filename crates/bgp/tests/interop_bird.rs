@@ -43,7 +43,8 @@ fn driver_peers_with_bird() -> anyhow::Result<()> {
 
     in_node(&node, || async {
         let config = session_config();
-        let (tx, rx) = tokio::sync::watch::channel(vec![v4.clone(), v6.clone()]);
+        let (tx, rx) =
+            tokio::sync::watch::channel(std::sync::Arc::new(vec![v4.clone(), v6.clone()]));
         let handle = spawn_session(config, PEER, None, rx);
 
         bird.wait_established("purelb", T)?;
@@ -62,7 +63,7 @@ fn driver_peers_with_bird() -> anyhow::Result<()> {
         assert!(out6.contains("BGP.as_path: 65001"), "{out6}");
         assert!(out6.contains("2001:db8:1::2"), "{out6}");
 
-        tx.send(vec![v6.clone()])?;
+        tx.send(std::sync::Arc::new(vec![v6.clone()]))?;
         wait_until(T, "203.0.113.10/32 withdrawn in BIRD", || {
             Ok(route(&bird, "203.0.113.10/32")?.is_none())
         })?;

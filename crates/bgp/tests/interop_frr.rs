@@ -48,7 +48,8 @@ fn driver_peers_with_frr_and_advertises_routes() -> anyhow::Result<()> {
 
     in_node(&node, || async {
         let config = session_config();
-        let (tx, rx) = tokio::sync::watch::channel(vec![v4.clone(), v6.clone()]);
+        let (tx, rx) =
+            tokio::sync::watch::channel(std::sync::Arc::new(vec![v4.clone(), v6.clone()]));
         let handle = spawn_session(config, PEER, None, rx);
 
         frr.wait_established("198.51.100.2", T)?;
@@ -79,7 +80,7 @@ fn driver_peers_with_frr_and_advertises_routes() -> anyhow::Result<()> {
         assert_eq!(handle.state().prefixes_sent, 2);
 
         // Withdraw the IPv4 route.
-        tx.send(vec![v6.clone()])?;
+        tx.send(std::sync::Arc::new(vec![v6.clone()]))?;
         wait_until(T, "203.0.113.10/32 withdrawn in FRR", || {
             Ok(frr.bgp_route("203.0.113.10/32")?.is_none())
         })?;

@@ -56,7 +56,8 @@ fn driver_peers_with_gobgp() -> anyhow::Result<()> {
 
     in_node(&node, || async {
         let config = session_config();
-        let (tx, rx) = tokio::sync::watch::channel(vec![v4.clone(), v6.clone()]);
+        let (tx, rx) =
+            tokio::sync::watch::channel(std::sync::Arc::new(vec![v4.clone(), v6.clone()]));
         let handle = spawn_session(config, PEER, None, rx);
 
         gobgp.wait_established("198.51.100.2", T)?;
@@ -79,7 +80,7 @@ fn driver_peers_with_gobgp() -> anyhow::Result<()> {
         })?;
         assert!(paths6.to_string().contains("2001:db8:1::2"), "{paths6}");
 
-        tx.send(vec![v6.clone()])?;
+        tx.send(std::sync::Arc::new(vec![v6.clone()]))?;
         wait_until(T, "203.0.113.10/32 withdrawn in gobgpd", || {
             Ok(rib_paths(&gobgp, "ipv4", "203.0.113.10/32")?.is_none())
         })?;

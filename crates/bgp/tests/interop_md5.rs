@@ -56,7 +56,7 @@ fn md5_password_must_match_frr() -> anyhow::Result<()> {
                 c.connect_retry = Duration::from_secs(2);
                 c
             };
-            let (_tx, rx) = tokio::sync::watch::channel(vec![route.clone()]);
+            let (_tx, rx) = tokio::sync::watch::channel(std::sync::Arc::new(vec![route.clone()]));
 
             // Wrong password: never Established on either side.
             let wrong = spawn_session_with(
