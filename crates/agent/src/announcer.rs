@@ -114,7 +114,11 @@ impl Announcer {
             self.adopted.entry(a.ip).or_default().push(a.clone());
         }
         if !owned.is_empty() {
-            tracing::info!(op = "startup", addresses = owned.len(), "adopting addresses an earlier run added");
+            tracing::info!(
+                op = "startup",
+                addresses = owned.len(),
+                "adopting addresses an earlier run added"
+            );
         }
     }
 
@@ -142,7 +146,9 @@ impl Announcer {
                         tracing::info!(op = "withdrawAddress", ip = %ip, interface = a.ifname.as_deref().unwrap_or_default(),
                             reason = "notWanted", removed = u8::from(removed), "withdrawAddress");
                     }
-                    Err(error) => tracing::warn!(op = "withdrawAddress", ip = %ip, %error, "removing a leftover address failed"),
+                    Err(error) => {
+                        tracing::warn!(op = "withdrawAddress", ip = %ip, %error, "removing a leftover address failed")
+                    }
                 }
             }
         }
@@ -169,8 +175,18 @@ impl Announcer {
                     return Applied::NotHealthy;
                 }
                 let opts = kernel_options(options, *nodad, IpFamily::of(*ip) == IpFamily::V6);
-                self.add(service, *ip, Kind::Local, interface, *prefix_len, opts, options, net, garp)
-                    .await
+                self.add(
+                    service,
+                    *ip,
+                    Kind::Local,
+                    interface,
+                    *prefix_len,
+                    opts,
+                    options,
+                    net,
+                    garp,
+                )
+                .await
             }
             Decision::Remote {
                 ip,
@@ -179,8 +195,18 @@ impl Announcer {
                 options,
             } => {
                 let opts = kernel_options(options, false, false);
-                self.add(service, *ip, Kind::Remote, interface, *prefix_len, opts, options, net, None)
-                    .await
+                self.add(
+                    service,
+                    *ip,
+                    Kind::Remote,
+                    interface,
+                    *prefix_len,
+                    opts,
+                    options,
+                    net,
+                    None,
+                )
+                .await
             }
             Decision::Withdraw { ip, reason } => self.withdraw(service, *ip, *reason).await,
             Decision::Skip { .. } | Decision::Retry { .. } => Applied::Nothing,
@@ -210,7 +236,11 @@ impl Announcer {
             self.record(service, ip);
             return Applied::Unchanged;
         }
-        if let Err(error) = self.kernel.add_address(ifindex, ip, prefix_len, &opts).await {
+        if let Err(error) = self
+            .kernel
+            .add_address(ifindex, ip, prefix_len, &opts)
+            .await
+        {
             return Applied::Failed(error.to_string());
         }
         self.metrics.address_additions.inc();
@@ -317,7 +347,10 @@ impl Announcer {
             if let Some(task) = held.garp {
                 task.abort();
             }
-            removed += usize::from(self.delete_placement(ip, held.ifindex, held.prefix_len).await);
+            removed += usize::from(
+                self.delete_placement(ip, held.ifindex, held.prefix_len)
+                    .await,
+            );
         }
         for a in self.adopted.remove(&ip).unwrap_or_default() {
             removed += usize::from(self.delete_placement(ip, a.ifindex, a.prefix_len).await);
@@ -367,7 +400,12 @@ impl Announcer {
             self.announced.withdraw(&s, ip);
             self.metrics.set_announced(&s, &self.node, ip, false);
         }
-        let ips: Vec<IpAddr> = self.held.keys().chain(self.adopted.keys()).copied().collect();
+        let ips: Vec<IpAddr> = self
+            .held
+            .keys()
+            .chain(self.adopted.keys())
+            .copied()
+            .collect();
         for ip in ips {
             let removed = self.remove_ip(ip).await;
             tracing::info!(op = "withdrawAddress", ip = %ip, reason, removed, "withdrawAddress");
@@ -397,10 +435,14 @@ impl Announcer {
                 continue;
             }
             let (ifindex, prefix_len, opts) = (held.ifindex, held.prefix_len, held.options);
-            match self.kernel.add_address(ifindex, ip, prefix_len, &opts).await {
+            match self
+                .kernel
+                .add_address(ifindex, ip, prefix_len, &opts)
+                .await
+            {
                 Ok(()) => {
-                        self.metrics.address_renewals.inc();
-                    }
+                    self.metrics.address_renewals.inc();
+                }
                 Err(error) => {
                     self.metrics.address_renewal_errors.inc();
                     tracing::warn!(op = "renewAddress", ip = %ip, %error, "renewing an address failed");
@@ -563,8 +605,7 @@ impl Election for Oracle<'_> {
             }
             None => self.view.electorate.winner(ip)?.to_owned(),
         };
-        if winner == self.view.node && !self.view.may_claim(self.now) && !(self.holds)(ip)
-        {
+        if winner == self.view.node && !self.view.may_claim(self.now) && !(self.holds)(ip) {
             return None;
         }
         Some(winner)
@@ -580,7 +621,13 @@ mod tests {
         let local = AddressSettings::LOCAL_DEFAULT;
         let o = kernel_options(&local, false, false);
         assert_eq!(
-            (o.valid_lifetime, o.preferred_lifetime, o.no_prefix_route, o.no_dad, o.deprecated),
+            (
+                o.valid_lifetime,
+                o.preferred_lifetime,
+                o.no_prefix_route,
+                o.no_dad,
+                o.deprecated
+            ),
             (300, 300, true, false, false)
         );
         // IPv6 local: the planner already set preferred 0; nodad on request.
@@ -589,7 +636,15 @@ mod tests {
             ..local
         };
         let o = kernel_options(&v6, true, true);
-        assert_eq!((o.valid_lifetime, o.preferred_lifetime, o.no_dad, o.deprecated), (300, 0, true, true));
+        assert_eq!(
+            (
+                o.valid_lifetime,
+                o.preferred_lifetime,
+                o.no_dad,
+                o.deprecated
+            ),
+            (300, 0, true, true)
+        );
         // A permanent IPv6 local VIP stays deprecated.
         let permanent = AddressSettings {
             valid_lifetime: 0,
@@ -599,7 +654,10 @@ mod tests {
         assert!(kernel_options(&permanent, false, true).deprecated);
         // Dummy: permanent with a prefix route.
         let o = kernel_options(&AddressSettings::DUMMY_DEFAULT, false, false);
-        assert_eq!((o.valid_lifetime, o.no_prefix_route, o.deprecated), (0, false, false));
+        assert_eq!(
+            (o.valid_lifetime, o.no_prefix_route, o.deprecated),
+            (0, false, false)
+        );
     }
 
     fn view(healthy: bool, claim_after: Option<Instant>) -> View {
@@ -632,24 +690,49 @@ mod tests {
         let always = |_: IpAddr| true;
         let healthy = view(true, None);
         let ip = won_by_a(&healthy);
-        let o = Oracle { view: &healthy, now, holds: &never, metrics: &metrics };
+        let o = Oracle {
+            view: &healthy,
+            now,
+            holds: &never,
+            metrics: &metrics,
+        };
         assert_eq!(o.winner(ip, None).as_deref(), Some("a"));
         // Unhealthy (fenced): nobody wins, so local addresses are withdrawn.
         let fenced = view(false, None);
-        let o = Oracle { view: &fenced, now, holds: &always, metrics: &metrics };
+        let o = Oracle {
+            view: &fenced,
+            now,
+            holds: &always,
+            metrics: &metrics,
+        };
         assert_eq!(o.winner(ip, None), None);
         // Hold-down: no new claims, but what is held stays.
         let joining = view(true, Some(now + Duration::from_secs(1)));
-        let o = Oracle { view: &joining, now, holds: &never, metrics: &metrics };
+        let o = Oracle {
+            view: &joining,
+            now,
+            holds: &never,
+            metrics: &metrics,
+        };
         assert_eq!(o.winner(ip, None), None);
-        let o = Oracle { view: &joining, now, holds: &always, metrics: &metrics };
+        let o = Oracle {
+            view: &joining,
+            now,
+            holds: &always,
+            metrics: &metrics,
+        };
         assert_eq!(o.winner(ip, None).as_deref(), Some("a"));
         // Another node's win is reported as such during the hold-down.
         let other = (1..15u8)
             .map(|i| IpAddr::from([198, 51, 100, i]))
             .find(|ip| joining.electorate.winner(*ip) != Some("a"))
             .unwrap();
-        let o = Oracle { view: &joining, now, holds: &never, metrics: &metrics };
+        let o = Oracle {
+            view: &joining,
+            now,
+            holds: &never,
+            metrics: &metrics,
+        };
         assert!(o.winner(other, None).is_some_and(|w| w != "a"));
     }
 
@@ -659,14 +742,21 @@ mod tests {
         let v = view(true, None);
         let ip = won_by_a(&v);
         let never = |_: IpAddr| false;
-        let o = Oracle { view: &v, now: Instant::now(), holds: &never, metrics: &metrics };
+        let o = Oracle {
+            view: &v,
+            now: Instant::now(),
+            holds: &never,
+            metrics: &metrics,
+        };
         let preferred: BTreeSet<String> = ["b".to_owned()].into();
         assert_eq!(o.winner(ip, Some(&preferred)).as_deref(), Some("b"));
         let elsewhere: BTreeSet<String> = ["z".to_owned()].into();
         assert_eq!(o.winner(ip, Some(&elsewhere)).as_deref(), Some("a"));
         let text = metrics.encode().unwrap();
         assert!(
-            text.contains(&format!("purelb_election_affinity_fallback_total{{service=\"{ip}\"}} 1")),
+            text.contains(&format!(
+                "purelb_election_affinity_fallback_total{{service=\"{ip}\"}} 1"
+            )),
             "{text}"
         );
     }

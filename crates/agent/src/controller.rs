@@ -157,6 +157,8 @@ pub struct Controller {
     /// (Service, address) pairs last decided `noLocalInterface`: logged at info once
     /// per change, not on every pass.
     no_local: HashSet<(String, IpAddr)>,
+    /// This node's labels as last used for the selection.
+    node_labels: BTreeMap<String, String>,
 }
 
 impl Controller {
@@ -219,7 +221,8 @@ impl Controller {
             metrics: &metrics,
         };
         let (config, last_good) = pre.select(None);
-        let lease_subnets = links::lease_subnets(config.state, config.settings.as_ref(), &net.interfaces);
+        let lease_subnets =
+            links::lease_subnets(config.state, config.settings.as_ref(), &net.interfaces);
         let election = election::start(
             client.clone(),
             Identity {
@@ -243,7 +246,8 @@ impl Controller {
                 }
             });
         }
-        let mut announcer = Announcer::new(kernel, &settings.node, metrics.clone(), election.watch());
+        let mut announcer =
+            Announcer::new(kernel, &settings.node, metrics.clone(), election.watch());
         announcer.adopt(&net.owned);
         let mut controller = Controller {
             client,
@@ -274,7 +278,9 @@ impl Controller {
             expected: HashMap::new(),
             deferred: HashSet::new(),
             no_local: HashSet::new(),
+            node_labels: BTreeMap::new(),
         };
+        controller.node_labels = controller.node_labels();
         controller.apply_config(config).await;
         controller.load_pools();
         let _ = controller.services.wait_until_ready().await;
@@ -326,9 +332,18 @@ impl Controller {
             && let Some(link) = self.net.link_named(&settings.dummy_interface)
             && link.kind.as_deref() == Some("dummy")
         {
-            match self.announcer.kernel().delete_link(&settings.dummy_interface).await {
-                Ok(_) => tracing::info!(op = "shutdown", interface = %settings.dummy_interface, "dummy interface deleted"),
-                Err(error) => tracing::warn!(op = "shutdown", %error, "deleting the dummy interface failed"),
+            match self
+                .announcer
+                .kernel()
+                .delete_link(&settings.dummy_interface)
+                .await
+            {
+                Ok(_) => {
+                    tracing::info!(op = "shutdown", interface = %settings.dummy_interface, "dummy interface deleted")
+                }
+                Err(error) => {
+                    tracing::warn!(op = "shutdown", %error, "deleting the dummy interface failed")
+                }
             }
         }
         tracing::info!(op = "shutdown", node = %node, "stopped");
@@ -367,15 +382,20 @@ impl Controller {
         match input {
             Input::Service(event) => self.accept_service(*event),
             Input::Slice(event) => self.accept_slice(*event),
-            Input::Agents | Input::Node => self.enqueue(Work::Config),
+            Input::Agents => self.enqueue(Work::Config),
+            // Status heartbeats do not matter: only the labels select an LBNodeAgent.
+            Input::Node => {
+                let labels = self.node_labels();
+                if labels != self.node_labels {
+                    self.node_labels = labels;
+                    self.enqueue(Work::Config);
+                }
+            }
             Input::Groups => self.enqueue(Work::Pools),
             Input::Election(Notice::Fenced) => {
                 // Before anything else in the queue: the lease may expire elsewhere
                 // in `lease_duration - renew_deadline`.
-                let services = self
-                    .announcer
-                    .withdraw_all_local("fenced")
-                    .await;
+                let services = self.announcer.withdraw_all_local("fenced").await;
                 tracing::warn!(op = "election", node = %self.settings.node, services = services.len(), "local addresses withdrawn (fenced)");
                 self.enqueue_all();
             }
@@ -464,7 +484,10 @@ impl Controller {
         self.slice_index.clear();
         for s in self.slices.state() {
             if let Some(key) = slice_service(&s) {
-                self.slice_index.entry(key).or_default().insert(s.name_any());
+                self.slice_index
+                    .entry(key)
+                    .or_default()
+                    .insert(s.name_any());
             }
         }
     }
@@ -479,10 +502,10 @@ impl Controller {
                 }
             }
             Err(WriteError::Conflict) => {
-                // The Service changed under us: the watch brings the new version,
-                // which is decided afresh.
+                // The Service changed under us: decided afresh once the watch has
+                // (most likely) brought the new version.
                 tracing::debug!(op = "updateService", service = %key, "conflict; re-planning");
-                self.deferred.insert(key.clone());
+                self.schedule_retry(&key);
             }
             Err(WriteError::Gone) => {}
             Err(WriteError::Other(error)) => {
@@ -549,8 +572,15 @@ impl Controller {
             return;
         }
         if let Some(settings) = &config.settings {
-            match self.announcer.kernel().ensure_link(&settings.dummy_interface).await {
-                Ok(link) => tracing::info!(op = "setConfig", interface = %link.name, kind = link.kind.as_deref().unwrap_or("-"), "dummy interface ready"),
+            match self
+                .announcer
+                .kernel()
+                .ensure_link(&settings.dummy_interface)
+                .await
+            {
+                Ok(link) => {
+                    tracing::info!(op = "setConfig", interface = %link.name, kind = link.kind.as_deref().unwrap_or("-"), "dummy interface ready")
+                }
                 Err(error) => {
                     tracing::warn!(op = "setConfig", interface = %settings.dummy_interface, %error, "dummy interface unavailable; remote addresses cannot be announced");
                     if let Some(id) = &config.agent {
@@ -660,11 +690,16 @@ impl Controller {
         if plan.ingress.is_empty() {
             self.previous_ingress.remove(key);
         } else {
-            self.previous_ingress.insert(key.to_owned(), plan.ingress.clone());
+            self.previous_ingress
+                .insert(key.to_owned(), plan.ingress.clone());
         }
         let preferred = annotations::node_affinity_requested(
-            svc.annotations().get(annotations::NODE_AFFINITY).map(String::as_str),
-            svc.annotations().get(annotations::ALLOW_SHARED_IP).map(String::as_str),
+            svc.annotations()
+                .get(annotations::NODE_AFFINITY)
+                .map(String::as_str),
+            svc.annotations()
+                .get(annotations::ALLOW_SHARED_IP)
+                .map(String::as_str),
         )
         .then(|| healthy_nodes.clone());
         let garp_settings = settings.as_ref().and_then(|s| s.garp);
@@ -675,8 +710,8 @@ impl Controller {
         for (i, decision) in plan.decisions.iter().enumerate() {
             match decision {
                 Decision::Local { .. } => {
-                        self.metrics.election_wins.inc();
-                    }
+                    self.metrics.election_wins.inc();
+                }
                 Decision::Withdraw {
                     ip,
                     reason: WithdrawReason::LostElection,
@@ -699,7 +734,15 @@ impl Controller {
                     tracing::info!(op = "announce", service = key, node = %node, ip = %ip, interface = %interface, "electionWon");
                     events.extend(decision.success_event(&node));
                 }
-                (Applied::Added, Decision::Remote { ip, interface, prefix_len, .. }) => {
+                (
+                    Applied::Added,
+                    Decision::Remote {
+                        ip,
+                        interface,
+                        prefix_len,
+                        ..
+                    },
+                ) => {
                     tracing::info!(op = "announce", service = key, node = %node, ip = %ip, interface = %interface, prefix_len, "announcingNonLocal");
                     events.extend(decision.success_event(&node));
                 }
@@ -723,14 +766,24 @@ impl Controller {
                     tracing::info!(op = "announce", service = key, ip = %ip, error = %message, "cannot decide; retrying");
                     retry = true;
                 }
-                (_, Decision::Withdraw { ip, reason: WithdrawReason::NoLocalInterface })
-                    if self.no_local.insert((key.to_owned(), *ip)) =>
-                {
+                (
+                    _,
+                    Decision::Withdraw {
+                        ip,
+                        reason: WithdrawReason::NoLocalInterface,
+                    },
+                ) if self.no_local.insert((key.to_owned(), *ip)) => {
                     tracing::info!(op = "announce", service = key, node = %node, ip = %ip, "noLocalInterface");
                 }
                 _ => {}
             }
-            if !matches!(decision, Decision::Withdraw { reason: WithdrawReason::NoLocalInterface, .. }) {
+            if !matches!(
+                decision,
+                Decision::Withdraw {
+                    reason: WithdrawReason::NoLocalInterface,
+                    ..
+                }
+            ) {
                 self.no_local.remove(&(key.to_owned(), decision.ip()));
             }
         }
@@ -779,6 +832,13 @@ impl Controller {
         }
     }
 
+    fn node_labels(&self) -> BTreeMap<String, String> {
+        self.nodes
+            .get(&ObjectRef::new(&self.settings.node))
+            .and_then(|n| n.metadata.labels.clone())
+            .unwrap_or_default()
+    }
+
     fn service(&self, key: &str) -> Option<Arc<Service>> {
         let (namespace, name) = key.split_once('/')?;
         self.services.get(&ObjectRef::new(name).within(namespace))
@@ -799,10 +859,20 @@ impl Controller {
     }
 
     /// Starts the annotation / policy write for a Service (one at a time per Service).
-    fn write(&mut self, key: &str, svc: &Service, changes: AnnotationChanges, set_etp_cluster: bool) {
+    fn write(
+        &mut self,
+        key: &str,
+        svc: &Service,
+        changes: AnnotationChanges,
+        set_etp_cluster: bool,
+    ) {
         let mut annotations = serde_json::Map::new();
         for (k, v) in &changes.changes {
-            annotations.insert(k.clone(), v.clone().map_or(serde_json::Value::Null, serde_json::Value::String));
+            annotations.insert(
+                k.clone(),
+                v.clone()
+                    .map_or(serde_json::Value::Null, serde_json::Value::String),
+            );
         }
         let mut patch = json!({"metadata": {"resourceVersion": svc.metadata.resource_version}});
         if !annotations.is_empty() {
@@ -827,10 +897,14 @@ impl Controller {
             .await
             {
                 Ok(Ok(updated)) => Ok(updated.metadata.resource_version),
-                Ok(Err(kube::Error::Api(status))) if status.code == 409 => Err(WriteError::Conflict),
+                Ok(Err(kube::Error::Api(status))) if status.code == 409 => {
+                    Err(WriteError::Conflict)
+                }
                 Ok(Err(kube::Error::Api(status))) if status.code == 404 => Err(WriteError::Gone),
                 Ok(Err(e)) => Err(WriteError::Other(e.to_string())),
-                Err(_) => Err(WriteError::Other(format!("no answer within {WRITE_TIMEOUT:?}"))),
+                Err(_) => Err(WriteError::Other(format!(
+                    "no answer within {WRITE_TIMEOUT:?}"
+                ))),
             };
             let _ = tx.send(Input::Written { key, result });
         });
@@ -923,8 +997,12 @@ fn slice_service(slice: &EndpointSlice) -> Option<String> {
 /// status, and annotations other than the announcing ones.
 fn fingerprint(s: &Service) -> u64 {
     let mut h = DefaultHasher::new();
-    serde_json::to_string(&s.spec).unwrap_or_default().hash(&mut h);
-    serde_json::to_string(&s.status).unwrap_or_default().hash(&mut h);
+    serde_json::to_string(&s.spec)
+        .unwrap_or_default()
+        .hash(&mut h);
+    serde_json::to_string(&s.status)
+        .unwrap_or_default()
+        .hash(&mut h);
     for (k, v) in s.annotations() {
         if !annotations::is_announcing_key(k) {
             k.hash(&mut h);
@@ -996,10 +1074,12 @@ fn relevant(event: &KernelEvent) -> bool {
     match event {
         KernelEvent::AddressAdded(a) => !a.is_owned(),
         KernelEvent::AddressRemoved(_) => true,
-        KernelEvent::LinkChanged { .. } | KernelEvent::LinkRemoved { .. } | KernelEvent::Overrun => {
-            true
+        KernelEvent::LinkChanged { .. }
+        | KernelEvent::LinkRemoved { .. }
+        | KernelEvent::Overrun => true,
+        KernelEvent::RouteAdded(r) | KernelEvent::RouteRemoved(r) => {
+            r.destination.prefix_len() == 0
         }
-        KernelEvent::RouteAdded(r) | KernelEvent::RouteRemoved(r) => r.destination.prefix_len() == 0,
     }
 }
 
@@ -1027,7 +1107,10 @@ mod tests {
         );
         b.metadata.resource_version = Some("2".into());
         assert_eq!(fingerprint(&a), fingerprint(&b));
-        let c = service(json!({"purelb.io/allocated-by": "PureLB", "purelb.io/allow-local": ""}), "Cluster");
+        let c = service(
+            json!({"purelb.io/allocated-by": "PureLB", "purelb.io/allow-local": ""}),
+            "Cluster",
+        );
         assert_ne!(fingerprint(&a), fingerprint(&c));
         let d = service(json!({"purelb.io/allocated-by": "PureLB"}), "Local");
         assert_ne!(fingerprint(&a), fingerprint(&d));
@@ -1078,6 +1161,8 @@ mod tests {
             unicast: true,
         };
         assert!(relevant(&KernelEvent::RouteAdded(route("0.0.0.0/0"))));
-        assert!(!relevant(&KernelEvent::RouteAdded(route("198.51.100.4/32"))));
+        assert!(!relevant(&KernelEvent::RouteAdded(route(
+            "198.51.100.4/32"
+        ))));
     }
 }

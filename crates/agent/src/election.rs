@@ -239,8 +239,7 @@ pub async fn start(
     let (changes_tx, changes) = mpsc::unbounded_channel::<()>();
     let stream = reflector::reflector(
         writer,
-        watcher::watcher(leases.clone(), watcher::Config::default().timeout(60))
-            .default_backoff(),
+        watcher::watcher(leases.clone(), watcher::Config::default().timeout(60)).default_backoff(),
     );
     tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
@@ -251,7 +250,9 @@ pub async fn start(
                         return;
                     }
                 }
-                Err(error) => tracing::warn!(op = "election", %error, "lease watch failed; retrying"),
+                Err(error) => {
+                    tracing::warn!(op = "election", %error, "lease watch failed; retrying")
+                }
             }
         }
     });
@@ -330,7 +331,13 @@ impl Runtime {
     ) {
         let (renewed_tx, mut renewed) = mpsc::unbounded_channel::<Renewed>();
         let mut renewing = false;
-        let mut next_renew = Instant::now() + self.next_renew_delay();
+        // After a failed first write, retry soon rather than after a whole interval.
+        let mut next_renew = Instant::now()
+            + if self.healthy {
+                self.next_renew_delay()
+            } else {
+                self.timing.retry_period
+            };
         let far = || Instant::now() + Duration::from_secs(3600);
         loop {
             let fence_at = self
@@ -451,8 +458,7 @@ impl Runtime {
                         .set(i64::try_from(done.subnets.len()).unwrap_or(i64::MAX));
                     self.written_subnets = Some(done.subnets);
                 }
-                let deadline_ok =
-                    Instant::now() < done.sent + self.timing.renew_deadline;
+                let deadline_ok = Instant::now() < done.sent + self.timing.renew_deadline;
                 if !self.healthy && deadline_ok {
                     let first = !self.joined_once;
                     self.joined_once = true;
@@ -541,8 +547,8 @@ impl Runtime {
             .filter_map(|l| {
                 let spec = l.spec.as_ref()?;
                 let renewed = spec.renew_time.as_ref()?.0.as_microsecond();
-                let expires = renewed
-                    .saturating_add(i64::from(spec.lease_duration_seconds?) * 1_000_000);
+                let expires =
+                    renewed.saturating_add(i64::from(spec.lease_duration_seconds?) * 1_000_000);
                 (expires > now_micros).then_some(expires - now_micros)
             })
             .min()
@@ -591,7 +597,12 @@ impl Runtime {
     /// Graceful shutdown: delete the lease only if it is still this instance's.
     async fn delete_own_lease(&self) {
         let name = lease::lease_name(&self.identity.node);
-        let current = match tokio::time::timeout(self.timing.retry_period, self.leases.get_opt(&name)).await {
+        let current = match tokio::time::timeout(
+            self.timing.retry_period,
+            self.leases.get_opt(&name),
+        )
+        .await
+        {
             Ok(Ok(Some(l))) => l,
             Ok(Ok(None)) => return,
             Ok(Err(error)) => {
@@ -599,7 +610,10 @@ impl Runtime {
                 return;
             }
             Err(_) => {
-                tracing::warn!(op = "election", "reading own lease before deleting it timed out");
+                tracing::warn!(
+                    op = "election",
+                    "reading own lease before deleting it timed out"
+                );
                 return;
             }
         };
@@ -609,14 +623,19 @@ impl Runtime {
             .as_ref()
             .and_then(|a| a.get(lease::INSTANCE_ANNOTATION));
         if instance != Some(&self.identity.instance) {
-            tracing::info!(op = "election", "own lease belongs to another instance; leaving it");
+            tracing::info!(
+                op = "election",
+                "own lease belongs to another instance; leaving it"
+            );
             return;
         }
         let params = DeleteParams::default().preconditions(Preconditions {
             resource_version: current.metadata.resource_version.clone(),
             uid: None,
         });
-        match tokio::time::timeout(self.timing.retry_period, self.leases.delete(&name, &params)).await {
+        match tokio::time::timeout(self.timing.retry_period, self.leases.delete(&name, &params))
+            .await
+        {
             Ok(Ok(_)) => tracing::info!(op = "election", lease = %name, "lease deleted"),
             Ok(Err(error)) => tracing::warn!(op = "election", %error, "deleting own lease failed"),
             Err(_) => tracing::warn!(op = "election", "deleting own lease timed out"),
@@ -664,21 +683,31 @@ impl RenewTask {
     }
 
     fn object(&self, name: &str, subnets: &[Cidr]) -> Lease {
-        let seconds = i32::try_from(self.timing.lease_duration.as_secs().max(1)).unwrap_or(i32::MAX);
+        let seconds =
+            i32::try_from(self.timing.lease_duration.as_secs().max(1)).unwrap_or(i32::MAX);
         Lease {
             metadata: ObjectMeta {
                 name: Some(name.to_owned()),
                 namespace: Some(self.identity.namespace.clone()),
                 labels: Some(BTreeMap::from([
-                    (lease::COMPONENT_LABEL.to_owned(), lease::COMPONENT_LABEL_VALUE.to_owned()),
-                    (lease::NAME_LABEL.to_owned(), lease::NAME_LABEL_VALUE.to_owned()),
+                    (
+                        lease::COMPONENT_LABEL.to_owned(),
+                        lease::COMPONENT_LABEL_VALUE.to_owned(),
+                    ),
+                    (
+                        lease::NAME_LABEL.to_owned(),
+                        lease::NAME_LABEL_VALUE.to_owned(),
+                    ),
                 ])),
                 annotations: Some(BTreeMap::from([
                     (
                         lease::SUBNETS_ANNOTATION.to_owned(),
                         lease::encode_subnets(subnets.iter().copied()),
                     ),
-                    (lease::INSTANCE_ANNOTATION.to_owned(), self.identity.instance.clone()),
+                    (
+                        lease::INSTANCE_ANNOTATION.to_owned(),
+                        self.identity.instance.clone(),
+                    ),
                 ])),
                 owner_references: Some(vec![self.owner.clone()]),
                 ..Default::default()

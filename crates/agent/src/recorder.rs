@@ -103,8 +103,7 @@ impl Recorder {
         };
         let api: Api<k8s_openapi::api::core::v1::Event> =
             Api::namespaced(self.client.clone(), &namespace);
-        match tokio::time::timeout(WRITE_TIMEOUT, api.create(&PostParams::default(), &object))
-            .await
+        match tokio::time::timeout(WRITE_TIMEOUT, api.create(&PostParams::default(), &object)).await
         {
             Ok(Ok(_)) => {
                 self.recent.insert(key, now);
@@ -113,7 +112,11 @@ impl Recorder {
                 tracing::warn!(op = "event", reason = event.reason, %error, "recording an event failed")
             }
             Err(_) => {
-                tracing::warn!(op = "event", reason = event.reason, "recording an event timed out")
+                tracing::warn!(
+                    op = "event",
+                    reason = event.reason,
+                    "recording an event timed out"
+                )
             }
         }
     }

@@ -96,11 +96,15 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(args: Args, timing: Timing) -> anyhow::Result<()> {
+    let shutdown = shutdown_signal()?;
     let client = client(args.kubeconfig.as_deref()).await?;
     let kernel = Kernel::new().context("opening netlink")?;
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::default());
-    let addr = SocketAddr::new(args.host.unwrap_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED)), args.port);
+    let addr = SocketAddr::new(
+        args.host.unwrap_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED)),
+        args.port,
+    );
     let server = http::bind(addr, metrics.clone(), health.clone())
         .await
         .with_context(|| format!("metrics server on {addr}"))?;
@@ -119,7 +123,7 @@ async fn run(args: Args, timing: Timing) -> anyhow::Result<()> {
         timing,
     };
     tokio::select! {
-        result = Controller::run(client, settings, kernel, metrics, health, shutdown_signal()) => {
+        result = Controller::run(client, settings, kernel, metrics, health, shutdown) => {
             result.context("agent stopped")?;
         }
         result = server => {
@@ -157,20 +161,19 @@ fn init_logging(level: &str) {
         .init();
 }
 
-/// SIGTERM, SIGINT or SIGQUIT.
-async fn shutdown_signal() {
+/// SIGTERM, SIGINT or SIGQUIT. The handlers are installed at once (so a signal
+/// during start-up is not fatal); the returned future resolves on the first signal.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int), Ok(mut quit)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::quit()),
-    ) else {
-        return std::future::pending().await;
-    };
-    let which = tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-        _ = quit.recv() => "SIGQUIT",
-    };
-    tracing::info!(op = "shutdown", signal = which, "signal received");
+    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    let mut quit = signal(SignalKind::quit()).context("SIGQUIT handler")?;
+    Ok(async move {
+        let which = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+            _ = quit.recv() => "SIGQUIT",
+        };
+        tracing::info!(op = "shutdown", signal = which, "signal received");
+    })
 }
