@@ -105,7 +105,7 @@ pub async fn run(
     loop {
         let status_at = earliest(agent.status_due, agent.heartbeat_due);
         tokio::select! {
-            _ = shutdown.wait_for(|stop| *stop) => break,
+            () = stopped(&mut shutdown) => break,
             Some(()) = changes.recv() => {
                 tokio::time::sleep(CONFIG_DEBOUNCE).await;
                 while changes.try_recv().is_ok() {}
@@ -723,6 +723,11 @@ async fn next_delta(
         Some(w) => w.next().await,
         None => std::future::pending().await,
     }
+}
+
+async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    // A closed channel means the process is ending too.
+    let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
 async fn speaker_changed(rx: Option<&mut watch::Receiver<u64>>) {

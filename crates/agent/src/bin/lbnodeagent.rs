@@ -10,12 +10,15 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use kube::config::{KubeConfigOptions, Kubeconfig};
+use purelb_agent::bgp_runtime::{self, BgpOptions};
 use purelb_agent::controller::{Controller, Settings};
 use purelb_agent::election::Timing;
 use purelb_agent::go_duration::parse_go_duration;
 use purelb_agent::http::{self, Health};
 use purelb_agent::kernel::Kernel;
 use purelb_agent::metrics::Metrics;
+use purelb_agent::recorder::EventSink;
+use tokio::sync::watch;
 
 #[derive(Parser, Debug)]
 #[command(name = "lbnodeagent", version, about = "PureLB node agent")]
@@ -116,20 +119,43 @@ async fn run(args: Args, timing: Timing) -> anyhow::Result<()> {
             .unwrap_or_default();
         format!("{}-{}-{nanos:x}", args.node_name, std::process::id())
     });
+    // One stop signal for both halves: the announcer and the embedded BGP speaker.
+    let (stop_tx, stop) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let bgp = tokio::spawn(bgp_runtime::run(
+        client.clone(),
+        BgpOptions {
+            namespace: args.namespace.clone(),
+            node: args.node_name.clone(),
+        },
+        EventSink::spawn(client.clone(), &args.node_name),
+        stop.clone(),
+    ));
     let settings = Settings {
         namespace: args.namespace,
         node: args.node_name,
         instance,
         timing,
     };
+    let mut stopped = stop.clone();
+    let controller_stop = async move {
+        let _ = stopped.wait_for(|s| *s).await.map(|_| ());
+    };
     tokio::select! {
-        result = Controller::run(client, settings, kernel, metrics, health, shutdown) => {
+        result = Controller::run(client, settings, kernel, metrics, health, controller_stop) => {
             result.context("agent stopped")?;
         }
         result = server => {
             result.context("metrics server panicked")?.with_context(|| format!("metrics server on {addr}"))?;
         }
     }
+    // The speaker has sent its Cease and written AgentShutdown, or fails here.
+    bgp.await
+        .context("BGP task panicked")?
+        .context("BGP stopped")?;
     Ok(())
 }
 
