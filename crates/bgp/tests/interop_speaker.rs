@@ -532,3 +532,81 @@ fn helper_keeps_a_restarting_peers_routes_until_its_end_of_rib() -> anyhow::Resu
         Ok(())
     })
 }
+
+/// FRR connects over IPv6 to a passive neighbour protected by TCP MD5 (the key sits on our
+/// listener), the session carries an IPv4 route (explicit IPv4 next hop) and an IPv6 route
+/// (next-hop-self), and a route refresh from FRR is answered with the routes again.
+#[test]
+fn passive_md5_over_ipv6_with_both_families_and_route_refresh() -> anyhow::Result<()> {
+    if !require_root() {
+        return Ok(());
+    }
+    let PeerLab { lab, router, node } = peer_lab()?;
+    let frr = lab.frr(
+        &router,
+        "frr defaults traditional\n\
+         router bgp 65000\n\
+         \x20bgp router-id 198.51.100.1\n\
+         \x20no bgp ebgp-requires-policy\n\
+         \x20neighbor 2001:db8:1::2 remote-as 65001\n\
+         \x20neighbor 2001:db8:1::2 password s3cret\n\
+         \x20neighbor 2001:db8:1::2 timers connect 2\n\
+         \x20neighbor 2001:db8:1::2 advertisement-interval 0\n\
+         \x20address-family ipv4 unicast\n\
+         \x20 neighbor 2001:db8:1::2 activate\n\
+         \x20exit-address-family\n\
+         \x20address-family ipv6 unicast\n\
+         \x20 neighbor 2001:db8:1::2 activate\n\
+         \x20exit-address-family\n",
+    )?;
+    let frr_v6: IpAddr = "2001:db8:1::1".parse()?;
+    in_node(&node, || async {
+        let mut config = speaker_config();
+        config.neighbors.push(NeighborConfig {
+            passive: true,
+            md5_password: Some("s3cret".into()),
+            ..NeighborConfig::new(frr_v6, 65000)
+        });
+        let speaker = Speaker::start(config).await?;
+        let mut v4_route = LocalRoute::originated(v4(10));
+        v4_route.next_hop = Some(IpAddr::V4(NODE));
+        speaker.set_routes([v4_route, v6_route()]);
+        frr.wait_established("2001:db8:1::2", T)?;
+        wait_state(&speaker, frr_v6, "up over IPv6", established).await;
+        let v4_paths = frr.wait_route("203.0.113.10/32", T)?;
+        assert_eq!(
+            v4_paths[0]["nexthops"][0]["ip"], "198.51.100.2",
+            "{v4_paths}"
+        );
+        let v6_paths = frr.wait_route("2001:db8:ff::10/128", T)?;
+        assert_eq!(v6_paths[0]["path"], "65001", "{v6_paths}");
+
+        let updates = |frr: &Frr| -> anyhow::Result<u64> {
+            let n = frr.vtysh_json("show bgp neighbors 2001:db8:1::2 json")?;
+            Ok(n["2001:db8:1::2"]["messageStats"]["updatesRecv"]
+                .as_u64()
+                .unwrap_or(0))
+        };
+        let before = updates(&frr)?;
+        frr.vtysh("clear bgp ipv4 unicast 2001:db8:1::2 soft in")?;
+        wait_until(
+            T,
+            "FRR receives the routes again after its ROUTE-REFRESH",
+            || Ok(updates(&frr)? > before),
+        )?;
+        let n = frr.vtysh_json("show bgp neighbors 2001:db8:1::2 json")?;
+        assert!(
+            n["2001:db8:1::2"]["messageStats"]["routeRefreshSent"]
+                .as_u64()
+                .unwrap_or(0)
+                >= 1,
+            "{n}"
+        );
+        assert_eq!(
+            frr.bgp_state("2001:db8:1::2")?.as_deref(),
+            Some("Established")
+        );
+        speaker.stop().await;
+        Ok(())
+    })
+}
