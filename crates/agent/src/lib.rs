@@ -1,4 +1,4 @@
-//! The lbnodeagent: election, announcement and BGP glue. Not built yet (issues 5 and 6); see README.md.
+//! The lbnodeagent: election, announcement and the embedded BGP speaker's glue; see README.md.
 
 pub mod announcer;
 pub mod bgp_config;
