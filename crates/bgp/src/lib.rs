@@ -1,15 +1,10 @@
-//! The BGP speaker embedded in the PureLB node agent (issue 4), as a library with no Kubernetes
-//! dependency.
-//!
-//! What exists today is the wire layer, [`wire`]: our own message types (OPEN with capabilities,
-//! UPDATE with the path attributes the speaker uses, NOTIFICATION, KEEPALIVE, ROUTE-REFRESH),
-//! `encode`/`decode`, TCP framing, and error classification into NOTIFICATIONs and RFC 7606
-//! actions. [`fsm`] is the RFC 4271 session state machine, pure (events in, actions out).
-//! [`driver`] runs one active session over TCP in a tokio task (timers, framing, advertising
-//! local routes from a `watch` channel, status). [`transport`] sets TCP MD5 (RFC 2385) and the
-//! outgoing TTL on the driver's socket. Not built yet: passive/listen mode and collision
-//! handling, a shared RIB, policy and the `bgp-speak` binary.
-//! See README.md.
+//! The BGP speaker embedded in the PureLB node agent, as a library with no Kubernetes
+//! dependency: [`wire`] (the message codec and RFC 7606 error classes), [`fsm`] (the RFC 4271
+//! session state machine, pure), [`driver`] (one session over TCP: connect or accept, collisions,
+//! timers, received routes, graceful-restart retention, the Adj-RIB-Out diff), [`speaker`] (every
+//! session of one instance from a configuration value, listeners, dynamic neighbours, diffed
+//! apply, status), [`policy`] (export policy, pure) and [`transport`] (TCP MD5, TTL, interface).
+//! [`fuzzing`] is the receive path the fuzz target runs. See README.md.
 
 pub mod driver;
 pub mod fsm;
