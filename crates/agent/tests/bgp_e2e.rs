@@ -22,15 +22,27 @@ use testbed::netlab::{Frr, LinkSpec, Ns, require_root};
 const ROUTER_AS: u32 = 65001;
 const NODE_AS: u32 = 65000;
 
-/// FRR on the lab's peer namespace, peered with the three nodes, ECMP over them.
-fn router(c: &Cluster) -> Result<Frr> {
-    let neighbors: String = (0..3)
-        .map(|i| {
-            let n = c.slot.node_v4(i);
-            format!(
-                " neighbor {n} remote-as {NODE_AS}\n neighbor {n} timers connect 1\n neighbor {n} advertisement-interval 0\n"
-            )
-        })
+/// FRR on the lab's peer namespace, peered with the three nodes over IPv4 (and, with `v6`,
+/// over IPv6 for IPv6 unicast), ECMP over them.
+fn router_with(c: &Cluster, v6: bool) -> Result<Frr> {
+    let neighbor = |n: String| {
+        format!(
+            " neighbor {n} remote-as {NODE_AS}\n neighbor {n} timers connect 1\n neighbor {n} advertisement-interval 0\n"
+        )
+    };
+    let mut neighbors: String = (0..3).map(|i| neighbor(c.slot.node_v4(i))).collect();
+    let mut v6_family = String::new();
+    if v6 {
+        neighbors.extend((0..3).map(|i| neighbor(c.slot.node_v6(i))));
+        v6_family.push_str(" address-family ipv6 unicast\n  maximum-paths 8\n");
+        for i in 0..3 {
+            v6_family.push_str(&format!("  neighbor {} activate\n", c.slot.node_v6(i)));
+        }
+        v6_family.push_str(" exit-address-family\n");
+    }
+    let no_v6_on_v4: String = (0..3)
+        .map(|i| format!("  no neighbor {} activate\n", c.slot.node_v6(i)))
+        .filter(|_| v6)
         .collect();
     let conf = format!(
         "frr defaults traditional\n\
@@ -40,10 +52,16 @@ fn router(c: &Cluster) -> Result<Frr> {
          {neighbors}\
          \x20address-family ipv4 unicast\n\
          \x20 maximum-paths 8\n\
-         \x20exit-address-family\n",
+         {no_v6_on_v4}\
+         \x20exit-address-family\n\
+         {v6_family}",
         c.slot.peer_v4()
     );
     c.lab.frr(&c.peer, &conf)
+}
+
+fn router(c: &Cluster) -> Result<Frr> {
+    router_with(c, false)
 }
 
 /// The router also answers as the nodes' default gateway, and forwards.
@@ -69,18 +87,31 @@ fn client(c: &Cluster) -> Result<Ns> {
 }
 
 fn apply_bgp_config(c: &Cluster) -> Result<()> {
+    apply_bgp_config_with(c, false)
+}
+
+/// AS 65000 on every node, importing `kube-lb0`; the router as an IPv4 neighbour for IPv4
+/// unicast and, with `v6`, as an IPv6 neighbour for IPv6 unicast.
+fn apply_bgp_config_with(c: &Cluster, v6: bool) -> Result<()> {
     let api: Api<purelb_api::crd::BGPConfiguration> = Api::namespaced(c.client.clone(), c.ns());
+    let neighbor = |address: String, family: &str| {
+        json!({
+            "config": {"neighborAddress": address, "peerAsn": ROUTER_AS},
+            "afiSafis": [{"family": family, "enabled": true}],
+            "timers": {"config": {"connectRetry": 1}},
+        })
+    };
+    let mut neighbors = vec![neighbor(c.slot.peer_v4(), "ipv4-unicast")];
+    if v6 {
+        neighbors.push(neighbor(c.slot.peer_v6(), "ipv6-unicast"));
+    }
     let body = json!({
         "apiVersion": "bgp.purelb.io/v1", "kind": "BGPConfiguration",
         "metadata": {"name": "default"},
         "spec": {
             "global": {"asn": NODE_AS, "routerID": ""},
             "netlinkImport": {"enabled": true, "interfaceList": [DUMMY]},
-            "neighbors": [{
-                "config": {"neighborAddress": c.slot.peer_v4(), "peerAsn": ROUTER_AS},
-                "afiSafis": [{"family": "ipv4-unicast", "enabled": true}],
-                "timers": {"config": {"connectRetry": 1}},
-            }],
+            "neighbors": neighbors,
         },
     });
     c.rt.block_on(api.patch(
@@ -93,7 +124,8 @@ fn apply_bgp_config(c: &Cluster) -> Result<()> {
 
 /// The next hops zebra installed for `prefix` (empty when there is no such route).
 fn rib_next_hops(frr: &Frr, prefix: &str) -> Result<Vec<String>> {
-    let v = frr.vtysh_json(&format!("show ip route {prefix} json"))?;
+    let afi = if prefix.contains(':') { "ipv6" } else { "ip" };
+    let v = frr.vtysh_json(&format!("show {afi} route {prefix} json"))?;
     let mut hops: Vec<String> = v[prefix]
         .as_array()
         .into_iter()
@@ -108,14 +140,23 @@ fn rib_next_hops(frr: &Frr, prefix: &str) -> Result<Vec<String>> {
     Ok(hops)
 }
 
-fn node_ips(c: &Cluster, nodes: &[usize]) -> Vec<String> {
-    let mut v: Vec<String> = nodes.iter().map(|i| c.slot.node_v4(*i)).collect();
+fn node_ips(c: &Cluster, nodes: &[usize], v6: bool) -> Vec<String> {
+    let mut v: Vec<String> = nodes
+        .iter()
+        .map(|i| {
+            if v6 {
+                c.slot.node_v6(*i)
+            } else {
+                c.slot.node_v4(*i)
+            }
+        })
+        .collect();
     v.sort();
     v
 }
 
 fn wait_next_hops(c: &Cluster, frr: &Frr, prefix: &str, nodes: &[usize]) -> Result<()> {
-    let want = node_ips(c, nodes);
+    let want = node_ips(c, nodes, prefix.contains(':'));
     wait_for(
         TIMEOUT,
         &format!("{prefix} via {want:?} in the router's RIB"),
@@ -323,5 +364,38 @@ fn a_bad_bgp_configuration_keeps_the_last_good_one() -> Result<()> {
             "node {i}'s session went down"
         );
     }
+    Ok(())
+}
+
+/// An IPv6 Service over IPv6 sessions: the router learns the pool's /64 (aggregation
+/// `default`) from every node with their IPv6 next hops, then a /128 once aggregation is /128.
+#[test]
+fn ipv6_service_routes_over_ipv6_sessions() -> Result<()> {
+    if !require_root() {
+        return Ok(());
+    }
+    let c = Cluster::new(Options::default())?;
+    make_router_the_gateway(&c)?;
+    let frr = router_with(&c, true)?;
+    apply_bgp_config_with(&c, true)?;
+    for i in 0..3 {
+        frr.wait_established(&c.slot.node_v6(i), TIMEOUT)
+            .with_context(|| c.logs())?;
+    }
+    c.create_service("web6", &c.remote_group(), &["IPv6"], json!({}))?;
+    let vip = c.wait_ingress("web6", 1)?[0];
+    c.wait_holders(vip, &[0, 1, 2])?;
+    wait_next_hops(&c, &frr, &c.slot.remote_v6_subnet(), &[0, 1, 2])?;
+    let s = c.slot;
+    c.apply_group(
+        &c.remote_group(),
+        json!({"remote": {
+            "v4pools": [{"pool": s.remote_v4_subnet(), "subnet": s.remote_v4_subnet(), "aggregation": "/30"}],
+            "v6pools": [{"pool": s.remote_v6_pool(), "subnet": s.remote_v6_subnet(), "aggregation": "/128"}],
+        }}),
+    )?;
+    wait_next_hops(&c, &frr, &format!("{vip}/128"), &[0, 1, 2])?;
+    c.delete_service("web6")?;
+    wait_next_hops(&c, &frr, &format!("{vip}/128"), &[])?;
     Ok(())
 }
