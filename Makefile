@@ -36,3 +36,14 @@ crds:
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
+
+# The whole path on this machine, left running: control plane, allocator, three node
+# namespaces with lbnodeagent (embedded BGP), an FRR router and a client (scripts/demo.sh).
+.PHONY: demo demo-down
+
+demo: deps kubeenv
+	cargo build --release --locked -p purelb-agent -p purelb-allocator --bin lbnodeagent --bin allocator
+	scripts/demo.sh
+
+demo-down:
+	scripts/demo-down.sh
