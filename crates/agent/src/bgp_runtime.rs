@@ -16,11 +16,10 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, ObjectReference, Secret};
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::reflector::Store;
+use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use purelb_api::crd::bgp_configuration::{BGPConfiguration, BGPConfigurationStatus};
 use purelb_api::crd::bgp_node_status::{BGPNodeStatus, BGPNodeStatusStatus, ExportedRoute};
@@ -29,6 +28,8 @@ use purelb_bgp::driver::LocalRoute;
 use purelb_bgp::fsm::State;
 use purelb_bgp::speaker::Speaker;
 use purelb_bgp::wire::{Ipv4Prefix, Ipv6Prefix, Prefix};
+use purelb_kube_edge::events::EventSink;
+use purelb_kube_edge::watch;
 use serde_json::json;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -41,7 +42,6 @@ use crate::bgp_status::{
 use crate::event::Event;
 use crate::kernel::{AddressWatcher, Kernel, OperState, glob_match};
 use crate::netlink_export::{ExportReport, NetlinkExporter, plan_export};
-use crate::recorder::EventSink;
 
 /// The field manager of every write this module makes.
 pub const FIELD_MANAGER: &str = "purelb-lbnodeagent";
@@ -66,20 +66,23 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let (tx, mut changes) = mpsc::unbounded_channel::<()>();
-    let configs: Store<BGPConfiguration> = watch_store(
+    let configs: Store<BGPConfiguration> = watch(
         Api::namespaced(client.clone(), &options.namespace),
         watcher::Config::default(),
         tx.clone(),
+        |_| (),
     );
-    let secrets: Store<Secret> = watch_store(
+    let secrets: Store<Secret> = watch(
         Api::namespaced(client.clone(), &options.namespace),
         watcher::Config::default(),
         tx.clone(),
+        |_| (),
     );
-    let nodes: Store<Node> = watch_store(
+    let nodes: Store<Node> = watch(
         Api::all(client.clone()),
         watcher::Config::default().fields(&format!("metadata.name={}", options.node)),
         tx,
+        |_| (),
     );
     let mut agent = BgpAgent {
         client,
@@ -672,34 +675,6 @@ fn cidr_prefix(c: Cidr) -> Prefix {
             Ipv6Prefix::new(a, c.prefix_len()).unwrap_or_else(|| unreachable!("a valid Cidr")),
         ),
     }
-}
-
-fn watch_store<K>(api: Api<K>, config: watcher::Config, tx: mpsc::UnboundedSender<()>) -> Store<K>
-where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
-{
-    let (reader, writer) = reflector::store();
-    let stream = reflector::reflector(writer, watcher::watcher(api, config).default_backoff());
-    tokio::spawn(async move {
-        let mut stream = std::pin::pin!(stream);
-        while let Some(event) = stream.next().await {
-            match event {
-                Ok(_) => {
-                    if tx.send(()).is_err() {
-                        return;
-                    }
-                }
-                Err(error) => tracing::warn!(op = "watch", %error, "watch failed; retrying"),
-            }
-        }
-    });
-    reader
 }
 
 fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {

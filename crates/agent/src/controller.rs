@@ -26,13 +26,16 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::WatchStreamExt;
-use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher::{self, Event};
 use kube::{Client, Resource, ResourceExt};
 use purelb_api::annotations;
 use purelb_api::crd::{LBNodeAgent, ServiceGroup};
 use purelb_api::pool::Cidr;
+use purelb_kube_edge::events::EventSink;
+use purelb_kube_edge::http::Health;
+use purelb_kube_edge::retry::Retries;
+use purelb_kube_edge::watch;
 use serde_json::json;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -42,7 +45,6 @@ use crate::config::{self, AgentId, AgentSettings, SelectorState};
 use crate::election::{self, ElectionHandle, Identity, Notice, Timing};
 use crate::endpoints::{self, SERVICE_NAME_LABEL};
 use crate::event::{self, Event as AgentEvent};
-use crate::http::Health;
 use crate::kernel::{EventGroups, EventStream, Kernel, KernelEvent};
 use crate::links;
 use crate::metrics::{Metrics, StealLabels};
@@ -50,7 +52,6 @@ use crate::netstate::{self, NetSnapshot};
 use crate::plan::{
     self, AnnotationChanges, Decision, PlanContext, PoolTable, SlotAction, WithdrawReason,
 };
-use crate::recorder::EventSink;
 
 /// How long one Service write may take.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -146,7 +147,8 @@ pub struct Controller {
     fingerprints: HashMap<String, u64>,
     queue: VecDeque<Work>,
     queued: HashSet<Work>,
-    failures: HashMap<String, u32>,
+    /// Retries of failed Services, with a backoff per Service key.
+    retries: Retries<Input>,
     inputs_tx: mpsc::UnboundedSender<Input>,
     /// Services with a write under way, with the versions the watch delivered meanwhile.
     in_flight: HashMap<String, Vec<String>>,
@@ -210,7 +212,11 @@ impl Controller {
 
         let net = netstate::read(&kernel).await?;
         let (notices_tx, mut notices) = mpsc::unbounded_channel();
-        let events = EventSink::spawn(client.clone(), &settings.node);
+        let events = EventSink::spawn(
+            client.clone(),
+            event::COMPONENT,
+            Some(settings.node.clone()),
+        );
         // Selection before the election: the first lease write carries the subnets
         // of the configuration in force.
         let mut pre = PreConfig {
@@ -272,7 +278,7 @@ impl Controller {
             fingerprints: HashMap::new(),
             queue: VecDeque::new(),
             queued: HashSet::new(),
-            failures: HashMap::new(),
+            retries: Retries::new(tx.clone(), Input::Retry),
             inputs_tx: tx,
             in_flight: HashMap::new(),
             expected: HashMap::new(),
@@ -496,7 +502,7 @@ impl Controller {
         let seen = self.in_flight.remove(&key).unwrap_or_default();
         match result {
             Ok(version) => {
-                self.failures.remove(&key);
+                self.retries.forget(&key);
                 if let Some(version) = version.filter(|v| !seen.contains(v)) {
                     self.expected.insert(key.clone(), version);
                 }
@@ -505,33 +511,18 @@ impl Controller {
                 // The Service changed under us: decided afresh once the watch has
                 // (most likely) brought the new version.
                 tracing::debug!(op = "updateService", service = %key, "conflict; re-planning");
-                self.schedule_retry(&key);
+                self.retries.schedule(&key);
             }
             Err(WriteError::Gone) => {}
             Err(WriteError::Other(error)) => {
                 tracing::warn!(op = "updateService", service = %key, %error, "writing the Service failed; retrying");
                 self.metrics.update_errors.inc();
-                self.schedule_retry(&key);
+                self.retries.schedule(&key);
             }
         }
         if !self.expected.contains_key(&key) && self.deferred.remove(&key) {
             self.enqueue(Work::Service(key));
         }
-    }
-
-    /// Exponential backoff per Service: 100 ms doubling to 5 minutes.
-    fn schedule_retry(&mut self, key: &str) {
-        let failures = self.failures.entry(key.to_owned()).or_insert(0);
-        let delay = Duration::from_millis(100)
-            .saturating_mul(1 << (*failures).min(12))
-            .min(Duration::from_secs(300));
-        *failures = failures.saturating_add(1);
-        let tx = self.inputs_tx.clone();
-        let key = key.to_owned();
-        tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
-            let _ = tx.send(Input::Retry(key));
-        });
     }
 
     async fn process(&mut self, work: Work) {
@@ -789,9 +780,9 @@ impl Controller {
         }
         if retry {
             self.metrics.update_errors.inc();
-            self.schedule_retry(key);
+            self.retries.schedule(key);
         } else {
-            self.failures.remove(key);
+            self.retries.forget(key);
         }
         let changes = if slots_changed {
             plan::announcing_annotations(&svc, &node, &slot_actions)
@@ -822,7 +813,7 @@ impl Controller {
     /// The Service is gone from the cache: withdraw what it announced.
     async fn service_gone(&mut self, key: &str) {
         self.fingerprints.remove(key);
-        self.failures.remove(key);
+        self.retries.forget(key);
         self.no_local.retain(|(k, _)| k != key);
         let Some(previous) = self.previous_ingress.remove(key) else {
             return;
@@ -1011,40 +1002,6 @@ fn fingerprint(s: &Service) -> u64 {
     }
     s.metadata.deletion_timestamp.is_some().hash(&mut h);
     h.finish()
-}
-
-/// Runs a reflector for `api` and forwards its events, wrapped by `wrap`.
-fn watch<K>(
-    api: Api<K>,
-    config: watcher::Config,
-    tx: mpsc::UnboundedSender<Input>,
-    wrap: fn(Event<K>) -> Input,
-) -> Store<K>
-where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
-{
-    let (reader, writer) = reflector::store();
-    let stream = reflector::reflector(writer, watcher::watcher(api, config).default_backoff());
-    tokio::spawn(async move {
-        let mut stream = std::pin::pin!(stream);
-        while let Some(event) = stream.next().await {
-            match event {
-                Ok(event) => {
-                    if tx.send(wrap(event)).is_err() {
-                        return;
-                    }
-                }
-                Err(error) => tracing::warn!(op = "watch", %error, "watch failed; retrying"),
-            }
-        }
-    });
-    reader
 }
 
 /// Kernel notifications that can change a decision: links, foreign addresses, the

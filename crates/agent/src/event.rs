@@ -1,7 +1,5 @@
 //! Kubernetes Events the agent emits (spec §8), as values: the controller posts them
-//! with component `purelb-lbnodeagent`.
-
-use std::fmt;
+//! with component [`COMPONENT`] through `purelb_kube_edge::events::EventSink`.
 
 /// Event reasons on Services.
 pub const LOCAL_OVERRIDE: &str = "LocalOverride";
@@ -14,50 +12,8 @@ pub const INVALID_NODE_SELECTOR: &str = "InvalidNodeSelector";
 pub const CONFIG_IGNORED: &str = "ConfigIgnored";
 pub const CONFIG_ERROR: &str = "ConfigError";
 
-/// The Kubernetes event type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum EventType {
-    Normal,
-    Warning,
-}
+/// The component the agent's events are recorded as (`source.component`, `reportingComponent`).
+pub const COMPONENT: &str = "purelb-lbnodeagent";
 
-impl EventType {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Normal => "Normal",
-            Self::Warning => "Warning",
-        }
-    }
-}
-
-impl fmt::Display for EventType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// One event to post; the object it is about is implied by where it is returned.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Event {
-    pub reason: &'static str,
-    pub type_: EventType,
-    pub message: String,
-}
-
-impl Event {
-    pub fn normal(reason: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            reason,
-            type_: EventType::Normal,
-            message: message.into(),
-        }
-    }
-
-    pub fn warning(reason: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            reason,
-            type_: EventType::Warning,
-            message: message.into(),
-        }
-    }
-}
+/// The event values are the shared recorder's: the agent's plan produces exactly what it posts.
+pub use purelb_kube_edge::events::{Event, EventType};

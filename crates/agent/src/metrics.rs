@@ -261,8 +261,12 @@ impl Metrics {
 
     /// The text exposition format served on `/metrics`.
     pub fn encode(&self) -> Result<String, std::fmt::Error> {
-        let mut text = String::new();
-        prometheus_client::encoding::text::encode(&mut text, &self.registry)?;
-        Ok(text)
+        purelb_kube_edge::http::encode(&self.registry)
+    }
+}
+
+impl AsRef<Registry> for Metrics {
+    fn as_ref(&self) -> &Registry {
+        &self.registry
     }
 }

@@ -156,6 +156,14 @@ fn node_ips(c: &Cluster, nodes: &[usize], v6: bool) -> Vec<String> {
 }
 
 fn wait_next_hops(c: &Cluster, frr: &Frr, prefix: &str, nodes: &[usize]) -> Result<()> {
+    // FRR keys routes by the canonical spelling (2001:db8:2::/64, not 2001:db8:2:0::/64).
+    let prefix = &match prefix.split_once('/') {
+        Some((addr, len)) => match addr.parse::<IpAddr>() {
+            Ok(a) => format!("{a}/{len}"),
+            Err(_) => prefix.to_owned(),
+        },
+        None => prefix.to_owned(),
+    };
     let want = node_ips(c, nodes, prefix.contains(':'));
     wait_for(
         TIMEOUT,

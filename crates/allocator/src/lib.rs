@@ -7,7 +7,6 @@
 
 pub mod controller;
 pub mod external;
-pub mod http;
 pub mod ipam;
 pub mod leader;
 pub mod metrics;

@@ -632,7 +632,6 @@ const ALLOCATOR_ALLOWED: &[Access] = &[
     ("patch", "purelb.io", "servicegroups/status", "tenant-a", "mine"),
     // Events on Services in their namespaces.
     ("create", "", "events", "tenant-a", ""),
-    ("patch", "", "events", "tenant-a", "web.1"),
     // Node Leases (multi-pool) and its election Lease, in the install namespace.
     ("list", "coordination.k8s.io", "leases", NS, ""),
     ("watch", "coordination.k8s.io", "leases", NS, ""),
@@ -643,6 +642,7 @@ const ALLOCATOR_ALLOWED: &[Access] = &[
 
 #[rustfmt::skip]
 const ALLOCATOR_DENIED: &[Access] = &[
+    ("patch", "", "events", "tenant-a", "web.1"),
     ("get", "", "secrets", NS, "netbox-client"),
     ("list", "", "secrets", NS, ""),
     ("list", "", "secrets", "", ""),
@@ -686,7 +686,6 @@ const AGENT_ALLOWED: &[Access] = &[
     ("list", "", "services", "", ""),
     ("watch", "", "services", "", ""),
     ("patch", "", "services", "tenant-a", "web"),
-    ("update", "", "services", "tenant-a", "web"),
     ("get", "discovery.k8s.io", "endpointslices", "tenant-a", "web-x"),
     ("list", "discovery.k8s.io", "endpointslices", "", ""),
     ("watch", "discovery.k8s.io", "endpointslices", "", ""),
@@ -700,28 +699,23 @@ const AGENT_ALLOWED: &[Access] = &[
     ("list", "purelb.io", "lbnodeagents", "", ""),
     ("watch", "purelb.io", "lbnodeagents", "", ""),
     ("create", "", "events", "tenant-a", ""),
-    ("patch", "", "events", "tenant-a", "web.1"),
     // The election: its own Lease and every node's, in the install namespace.
     ("get", "coordination.k8s.io", "leases", NS, "purelb-node-n1"),
     ("list", "coordination.k8s.io", "leases", NS, ""),
     ("watch", "coordination.k8s.io", "leases", NS, ""),
     ("create", "coordination.k8s.io", "leases", NS, ""),
-    ("update", "coordination.k8s.io", "leases", NS, "purelb-node-n1"),
     ("patch", "coordination.k8s.io", "leases", NS, "purelb-node-n1"),
     ("delete", "coordination.k8s.io", "leases", NS, "purelb-node-n1"),
     // BGPConfiguration in the install namespace, and its status.
     ("get", "bgp.purelb.io", "configs", NS, "default"),
     ("list", "bgp.purelb.io", "configs", NS, ""),
     ("watch", "bgp.purelb.io", "configs", NS, ""),
-    ("update", "bgp.purelb.io", "configs/status", NS, "default"),
     ("patch", "bgp.purelb.io", "configs/status", NS, "default"),
     // Its node's BGPNodeStatus (cluster-scoped).
     ("get", "bgp.purelb.io", "bgpnodestatuses", "", "n1"),
     ("create", "bgp.purelb.io", "bgpnodestatuses", "", ""),
-    ("update", "bgp.purelb.io", "bgpnodestatuses", "", "n1"),
     ("patch", "bgp.purelb.io", "bgpnodestatuses", "", "n1"),
     ("get", "bgp.purelb.io", "bgpnodestatuses/status", "", "n1"),
-    ("update", "bgp.purelb.io", "bgpnodestatuses/status", "", "n1"),
     ("patch", "bgp.purelb.io", "bgpnodestatuses/status", "", "n1"),
     // MD5 passwords (authPasswordSecretRef), in the install namespace.
     ("get", "", "secrets", NS, "bgp-auth"),
@@ -731,6 +725,13 @@ const AGENT_ALLOWED: &[Access] = &[
 
 #[rustfmt::skip]
 const AGENT_DENIED: &[Access] = &[
+    // Writes it never makes: everything goes through patches (merge or server-side apply).
+    ("update", "", "services", "tenant-a", "web"),
+    ("patch", "", "events", "tenant-a", "web.1"),
+    ("update", "coordination.k8s.io", "leases", NS, "purelb-node-n1"),
+    ("update", "bgp.purelb.io", "configs/status", NS, "default"),
+    ("update", "bgp.purelb.io", "bgpnodestatuses", "", "n1"),
+    ("update", "bgp.purelb.io", "bgpnodestatuses/status", "", "n1"),
     ("create", "", "services", "tenant-a", ""),
     ("delete", "", "services", "tenant-a", "web"),
     ("patch", "", "services/status", "tenant-a", "web"),

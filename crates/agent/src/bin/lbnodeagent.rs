@@ -9,15 +9,16 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use purelb_agent::bgp_runtime::{self, BgpOptions};
 use purelb_agent::controller::{Controller, Settings};
 use purelb_agent::election::Timing;
+use purelb_agent::event::COMPONENT;
 use purelb_agent::go_duration::parse_go_duration;
-use purelb_agent::http::{self, Health};
 use purelb_agent::kernel::Kernel;
 use purelb_agent::metrics::Metrics;
-use purelb_agent::recorder::EventSink;
+use purelb_kube_edge::events::EventSink;
+use purelb_kube_edge::http::{self, Health};
+use purelb_kube_edge::setup;
 use tokio::sync::watch;
 
 #[derive(Parser, Debug)]
@@ -87,7 +88,7 @@ fn main() -> anyhow::Result<()> {
         eprintln!("error: {message}");
         std::process::exit(2);
     }
-    init_logging(&args.log_level);
+    setup::init_json_logging(log_filter(&args.log_level));
     tracing::info!(release = env!("CARGO_PKG_VERSION"), "log-level" = %args.log_level, node = %args.node_name, "Starting");
     // Two workers: the agent is mostly waiting, and a DaemonSet pod should stay small.
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -100,7 +101,7 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(args: Args, timing: Timing) -> anyhow::Result<()> {
     let shutdown = shutdown_signal()?;
-    let client = client(args.kubeconfig.as_deref()).await?;
+    let client = setup::client(args.kubeconfig.as_deref()).await?;
     let kernel = Kernel::new().context("opening netlink")?;
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::default());
@@ -131,7 +132,7 @@ async fn run(args: Args, timing: Timing) -> anyhow::Result<()> {
             namespace: args.namespace.clone(),
             node: args.node_name.clone(),
         },
-        EventSink::spawn(client.clone(), &args.node_name),
+        EventSink::spawn(client.clone(), COMPONENT, Some(args.node_name.clone())),
         stop.clone(),
     ));
     let settings = Settings {
@@ -159,32 +160,14 @@ async fn run(args: Args, timing: Timing) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {
-    let config = match kubeconfig {
-        Some(path) => {
-            let file = Kubeconfig::read_from(path)
-                .with_context(|| format!("--kubeconfig {}", path.display()))?;
-            kube::Config::from_custom_kubeconfig(file, &KubeConfigOptions::default()).await?
-        }
-        None => kube::Config::infer()
-            .await
-            .context("no --kubeconfig and no in-cluster configuration")?,
-    };
-    Ok(kube::Client::try_from(config)?)
-}
-
-fn init_logging(level: &str) {
-    // Debug is ours only: the HTTP and TLS stacks would drown it.
-    let filter = if level == "debug" {
+/// `--log-level debug` is debug for the agent's own logs only: the HTTP and TLS stacks would
+/// drown it. Anything else is info.
+fn log_filter(level: &str) -> &'static str {
+    if level == "debug" {
         "info,purelb_agent=debug,lbnodeagent=debug"
     } else {
         "info"
-    };
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(filter)
-        .with_current_span(false)
-        .init();
+    }
 }
 
 /// SIGTERM, SIGINT or SIGQUIT. The handlers are installed at once (so a signal

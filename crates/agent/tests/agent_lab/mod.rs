@@ -668,7 +668,7 @@ impl InProcessAllocator {
                         client,
                         settings,
                         Arc::new(purelb_allocator::metrics::Metrics::new()),
-                        Arc::new(purelb_allocator::http::Health::default()),
+                        Arc::new(purelb_kube_edge::http::Health::default()),
                         purelb_allocator::leader::Leadership::Always,
                     );
                     tokio::select! {

@@ -11,11 +11,11 @@ use anyhow::Context;
 use clap::{ArgAction, Parser};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::Api;
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use purelb_allocator::controller::{Controller, Settings};
-use purelb_allocator::http::{self, Health};
 use purelb_allocator::leader::{self, Leadership, Timing};
 use purelb_allocator::metrics::Metrics;
+use purelb_kube_edge::http::{self, Health};
+use purelb_kube_edge::setup;
 
 const SERVICE_ACCOUNT_NAMESPACE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
 
@@ -57,10 +57,10 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    init_logging(&args.log_level);
+    setup::init_json_logging(log_filter(&args.log_level));
     tracing::info!(release = env!("CARGO_PKG_VERSION"), "log-level" = %args.log_level, "Starting");
 
-    let client = client(args.kubeconfig.as_deref()).await?;
+    let client = setup::client(args.kubeconfig.as_deref()).await?;
     let namespace = args.namespace.filter(|ns| !ns.is_empty()).or_else(|| {
         std::fs::read_to_string(SERVICE_ACCOUNT_NAMESPACE)
             .ok()
@@ -81,7 +81,10 @@ async fn main() -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::default());
     let addr = SocketAddr::from((Ipv6Addr::UNSPECIFIED, args.port));
-    let server = tokio::spawn(http::serve(addr, metrics.clone(), health.clone()));
+    let server = tokio::spawn({
+        let (metrics, health) = (metrics.clone(), health.clone());
+        async move { http::bind(addr, metrics, health).await?.await }
+    });
 
     let leadership = match (args.leader_elect, namespace) {
         (true, Some(ns)) => {
@@ -115,27 +118,9 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {
-    let config = match kubeconfig {
-        Some(path) => {
-            let file = Kubeconfig::read_from(path)
-                .with_context(|| format!("--kubeconfig {}", path.display()))?;
-            kube::Config::from_custom_kubeconfig(file, &KubeConfigOptions::default()).await?
-        }
-        None => kube::Config::infer()
-            .await
-            .context("no --kubeconfig and no in-cluster configuration")?,
-    };
-    Ok(kube::Client::try_from(config)?)
-}
-
-fn init_logging(level: &str) {
-    let filter = if level == "debug" { "debug" } else { "info" };
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(filter)
-        .with_current_span(false)
-        .init();
+/// `--log-level debug` logs everything at debug level; anything else is info.
+fn log_filter(level: &str) -> &'static str {
+    if level == "debug" { "debug" } else { "info" }
 }
 
 fn hostname() -> String {

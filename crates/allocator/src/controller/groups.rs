@@ -11,9 +11,9 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use super::Settings;
-use super::events::EventSink;
 use crate::ipam::{GroupInput, GroupResult, Ipam};
 use crate::metrics::{GroupLabels, KindLabel, Metrics};
+use purelb_kube_edge::events::EventSink;
 
 /// The field manager of every allocator write, as upstream's.
 pub const FIELD_MANAGER: &str = "purelb-allocator";
@@ -97,7 +97,7 @@ impl Intake {
                 .groups
                 .iter()
                 .find(|r| r.namespace == result.namespace && r.name == result.name);
-            events.record(group.object_ref(&()), result.event.clone());
+            events.record(group.object_ref(&()), super::kube_event(&result.event));
             match &result.result {
                 GroupResult::OutOfScope => {
                     let labels = GroupLabels {

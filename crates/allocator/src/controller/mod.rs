@@ -10,7 +10,6 @@
 //! address twice. Writes go out only while this replica leads; losing the lead
 //! ends the process.
 
-mod events;
 mod groups;
 mod remote;
 mod service;
@@ -18,20 +17,20 @@ mod writer;
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
-use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Service;
 use kube::api::Api;
-use kube::runtime::WatchStreamExt;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher::{self, Event};
 use kube::{Client, Resource, ResourceExt};
 use purelb_api::crd::ServiceGroup;
+use purelb_kube_edge::events::EventSink;
+use purelb_kube_edge::http::Health;
+use purelb_kube_edge::retry::Retries;
+use purelb_kube_edge::watch;
 use tokio::sync::mpsc;
 
-use crate::http::Health;
 use crate::ipam::{Ipam, Outcome};
 use crate::leader::Leadership;
 use crate::metrics::Metrics;
@@ -90,7 +89,7 @@ pub struct Controller {
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     leadership: Leadership,
-    events: events::EventSink,
+    events: EventSink,
     services: Store<Service>,
     groups: Store<ServiceGroup>,
     leases: Option<Store<Lease>>,
@@ -100,8 +99,8 @@ pub struct Controller {
     group_generations: HashMap<String, Option<i64>>,
     queue: VecDeque<Work>,
     queued: HashSet<Work>,
-    /// Consecutive failures per Service key, for the retry backoff.
-    failures: HashMap<String, u32>,
+    /// Retries of failed Services, with a backoff per Service key.
+    retries: Retries<Input>,
     inputs_tx: mpsc::UnboundedSender<Input>,
     /// Services with a write under way (work for them waits for it), with the
     /// resourceVersions the watch delivered meanwhile.
@@ -148,7 +147,7 @@ impl Controller {
                 |_| Input::Lease,
             )
         });
-        let events = events::EventSink::spawn(client.clone(), groups::FIELD_MANAGER);
+        let events = EventSink::spawn(client.clone(), groups::FIELD_MANAGER, None);
         let status = groups::StatusSink::spawn(client.clone(), metrics.clone());
         let mut controller = Controller {
             remote: remote::RemoteIpams::new(metrics.clone()),
@@ -165,7 +164,7 @@ impl Controller {
             group_generations: HashMap::new(),
             queue: VecDeque::new(),
             queued: HashSet::new(),
-            failures: HashMap::new(),
+            retries: Retries::new(tx.clone(), Input::Retry),
             inputs_tx: tx,
             in_flight: HashMap::new(),
             again: HashSet::new(),
@@ -260,9 +259,9 @@ impl Controller {
         };
         if retry {
             self.metrics.update_errors.inc();
-            self.schedule_retry(&key);
+            self.retries.schedule(&key);
         } else {
-            self.failures.remove(&key);
+            self.retries.forget(&key);
         }
         if self.again.remove(&key) {
             self.enqueue(Work::Service(key));
@@ -354,7 +353,7 @@ impl Controller {
                 let outcome = self.ipam.release_service(&key, allocated_from.as_deref());
                 self.remote.release(&self.ipam, &outcome).await;
                 self.dirty_groups.extend(outcome.touched.iter().cloned());
-                self.failures.remove(&key);
+                self.retries.forget(&key);
                 // Freed space may let a refused Service through now (as upstream).
                 if !outcome.released.is_empty() {
                     self.enqueue_all_services();
@@ -449,7 +448,7 @@ impl Controller {
         }
         for event in &outcome.events {
             tracing::debug!(op = "event", service = key, reason = event.reason.as_str(), message = %event.message);
-            self.events.record(svc.object_ref(&()), event.clone());
+            self.events.record(svc.object_ref(&()), kube_event(event));
         }
         for metric in &outcome.metrics {
             self.metrics.count(metric);
@@ -466,21 +465,6 @@ impl Controller {
             });
         });
         Ok(())
-    }
-
-    /// Exponential backoff per Service: 100 ms doubling to 5 minutes.
-    fn schedule_retry(&mut self, key: &str) {
-        let failures = self.failures.entry(key.to_owned()).or_insert(0);
-        let delay = Duration::from_millis(100)
-            .saturating_mul(1 << (*failures).min(12))
-            .min(Duration::from_secs(300));
-        *failures = failures.saturating_add(1);
-        let tx = self.inputs_tx.clone();
-        let key = key.to_owned();
-        tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
-            let _ = tx.send(Input::Retry(key));
-        });
     }
 
     /// A new ServiceGroup generation (spec §4.2, §4.3): parse, keep the old
@@ -612,36 +596,15 @@ fn group_id(group: &ServiceGroup) -> String {
     )
 }
 
-/// Runs a reflector for `api` and forwards its events, wrapped by `wrap`.
-fn watch<K>(
-    api: Api<K>,
-    config: watcher::Config,
-    tx: mpsc::UnboundedSender<Input>,
-    wrap: fn(Event<K>) -> Input,
-) -> Store<K>
-where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
-{
-    let (reader, writer) = reflector::store();
-    let stream = reflector::reflector(writer, watcher::watcher(api, config).default_backoff());
-    tokio::spawn(async move {
-        let mut stream = std::pin::pin!(stream);
-        while let Some(event) = stream.next().await {
-            match event {
-                Ok(event) => {
-                    if tx.send(wrap(event)).is_err() {
-                        return;
-                    }
-                }
-                Err(error) => tracing::warn!(op = "watch", %error, "watch failed; retrying"),
-            }
-        }
-    });
-    reader
+/// An IPAM event (pure, no Kubernetes types) as the recorder posts it.
+fn kube_event(event: &crate::ipam::Event) -> purelb_kube_edge::events::Event {
+    use purelb_kube_edge::events::EventType as Type;
+    purelb_kube_edge::events::Event {
+        reason: event.reason.as_str(),
+        type_: match event.type_ {
+            crate::ipam::EventType::Normal => Type::Normal,
+            crate::ipam::EventType::Warning => Type::Warning,
+        },
+        message: event.message.clone(),
+    }
 }

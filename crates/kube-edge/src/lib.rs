@@ -1,0 +1,13 @@
+//! The Kubernetes plumbing the allocator and the node agent share: reflector-backed watches
+//! ([`watch`]), the core/v1 Event recorder ([`events`]), the `/metrics` `/healthz` `/readyz`
+//! server ([`http`]), client and logging setup ([`setup`]), and the per-key retry backoff of a
+//! controller's work queue ([`retry`]). No PureLB logic: nothing here
+//! knows a Service from a ServiceGroup, and this crate depends on neither component.
+
+pub mod events;
+pub mod http;
+pub mod retry;
+pub mod setup;
+mod watch;
+
+pub use watch::watch;
