@@ -82,7 +82,7 @@ pub fn wait_until(
     wait_for(timeout, what, || Ok(cond()?.then_some(())))
 }
 
-/// Polls `f` (every 100 ms) until it returns `Ok(Some(v))`, and returns `v`.
+/// Polls `f` (every 50 ms) until it returns `Ok(Some(v))`, and returns `v`.
 /// Errors count as "not yet", as in [`wait_until`].
 pub fn wait_for<T>(
     timeout: Duration,
@@ -103,7 +103,7 @@ pub fn wait_for<T>(
                 None => anyhow!("timed out after {timeout:?} waiting for {what}"),
             });
         }
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

@@ -767,29 +767,7 @@ pub fn metric_line(text: &str, prefix: &str) -> Option<f64> {
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
 }
 
-/// Polls `f` every 50 ms until it returns a value; errors count as "not yet".
-pub fn wait_for<T>(
-    timeout: Duration,
-    what: &str,
-    mut f: impl FnMut() -> Result<Option<T>>,
-) -> Result<T> {
-    let deadline = Instant::now() + timeout;
-    let mut last = None;
-    loop {
-        match f() {
-            Ok(Some(v)) => return Ok(v),
-            Ok(None) => {}
-            Err(e) => last = Some(e),
-        }
-        if Instant::now() >= deadline {
-            return Err(match last {
-                Some(e) => e.context(format!("timed out after {timeout:?} waiting for {what}")),
-                None => anyhow::anyhow!("timed out after {timeout:?} waiting for {what}"),
-            });
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+pub use testbed::netlab::wait_for;
 
 pub fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
