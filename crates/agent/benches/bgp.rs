@@ -3,7 +3,7 @@
 //! in-process, FRR on the lab's peer namespace as the nodes' router (eBGP, ECMP).
 //! Needs root. Prints one JSON object, then a human summary on stderr.
 //!
-//! `cargo bench -p purelb-agent --bench bgp [latency] [stop] [scale]` (all three
+//! `cargo bench -p purelb-agent --bench bgp [-- latency stop scale]` (all three
 //! without a filter):
 //! * `latency`: Service create → its /128 in FRR's RIB with next hops from all three
 //!   nodes, p50/p99/max over `BGP_BENCH_SERVICES` (100) remote IPv6 Services created
@@ -170,6 +170,7 @@ fn frr_conf(c: &Cluster, router_id: &str, v4: bool) -> String {
          router bgp {ROUTER_AS}\n\
          \x20bgp router-id {router_id}\n\
          \x20no bgp ebgp-requires-policy\n\
+         \x20bgp log-neighbor-changes\n\
          \x20no bgp default ipv4-unicast\n\
          {neighbors}\
          \x20address-family ipv4 unicast\n\
@@ -295,7 +296,8 @@ impl Vty {
                 let status = out[len - 1];
                 out.truncate(len - 4);
                 let text = String::from_utf8_lossy(&out).into_owned();
-                if status != 0 {
+                // 1 is CMD_WARNING: what a `show` of a missing route answers.
+                if status > 1 {
                     bail!("`{command}` failed ({status}): {text}");
                 }
                 return Ok(text);
@@ -359,20 +361,129 @@ fn poll_rib(
     }
 }
 
-/// Warnings and errors in every agent's log (count and the first few lines).
+/// The nodes (indices) bgpd has a path for IPv6 `prefix` from.
+fn bgp_nodes(bgpd: &mut Vty, owners: &HashMap<String, usize>, prefix: &str) -> Result<Vec<usize>> {
+    let v = bgpd.json(&format!("show bgp ipv6 unicast {prefix} json"))?;
+    let mut nodes: Vec<usize> = v["paths"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["peer"]["peerId"].as_str())
+        .map(|ip| *owners.get(ip).unwrap_or(&usize::MAX))
+        .collect();
+    nodes.sort();
+    nodes.dedup();
+    Ok(nodes)
+}
+
+/// Polls bgpd and zebra every `POLL` until zebra's RIB has `prefix` with exactly the next
+/// hops `want`; returns when bgpd first had exactly those paths, when zebra did, and the
+/// number of polls.
+fn poll_bgp_and_rib(
+    bgpd: &mut Vty,
+    zebra: &mut Vty,
+    owners: &HashMap<String, usize>,
+    prefix: &str,
+    want: &[usize],
+    timeout: Duration,
+) -> Result<(Instant, Instant, usize)> {
+    let deadline = Instant::now() + timeout;
+    let mut polls = 0;
+    let mut bgp_at = None;
+    loop {
+        polls += 1;
+        if bgp_at.is_none() && bgp_nodes(bgpd, owners, prefix)? == want {
+            bgp_at = Some(Instant::now());
+        }
+        if rib_nodes(zebra, owners, prefix)? == want {
+            let at = Instant::now();
+            return Ok((bgp_at.unwrap_or(at), at, polls));
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{prefix} not via nodes {want:?} within {timeout:?}; RIB: {}",
+                zebra
+                    .cmd(&format!("show ipv6 route {prefix}"))
+                    .unwrap_or_default()
+            );
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// bgpd's neighbor up/down lines (log-neighbor-changes), without addresses and times,
+/// counted: how the sessions ended (NOTIFICATION Cease, or the TCP connection dropping).
+fn neighbor_changes(frr: &Frr) -> Value {
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for p in frr.procs() {
+        for line in p.log().lines() {
+            if !(line.contains("NOTIFICATION") || line.contains("Down") || line.contains(" Up ")) {
+                continue;
+            }
+            // Drop the timestamp and [ID] prefix and the neighbor's address.
+            let text = line.split_once("] ").map_or(line, |(_, r)| r);
+            let text: String = text
+                .split_whitespace()
+                .map(|w| {
+                    if w.contains("2001:db8") || w.contains("198.51.100") {
+                        "<node>"
+                    } else {
+                        w
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(" ");
+            *counts.entry(text).or_default() += 1;
+        }
+    }
+    json!(counts)
+}
+
+/// Warnings and errors in every agent's log (JSON lines), counted by level, target and
+/// message; and how often the BGP configuration was applied.
 fn log_findings(c: &Cluster) -> Value {
     let mut out = serde_json::Map::new();
     for n in &c.nodes {
         let Some(p) = &n.agent else { continue };
         let log = p.log();
-        let bad: Vec<&str> = log
-            .lines()
-            .filter(|l| l.contains(" WARN ") || l.contains(" ERROR ") || l.contains("panicked"))
-            .collect();
+        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+        let mut applied = 0;
+        for line in log.lines() {
+            let Ok(v) = serde_json::from_str::<Value>(line) else {
+                if line.contains("panicked") {
+                    *counts.entry(line.chars().take(200).collect()).or_default() += 1;
+                }
+                continue;
+            };
+            let level = v["level"].as_str().unwrap_or_default();
+            let message = v["fields"]["message"].as_str().unwrap_or_default();
+            if message == "configuration applied" {
+                applied += 1;
+            }
+            if level == "WARN" || level == "ERROR" {
+                // The other fields but the log.* ones (an error, a resource), shortened.
+                let detail: Vec<String> = v["fields"]
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .filter(|(k, _)| *k != "message" && !k.starts_with("log."))
+                    .map(|(k, v)| {
+                        format!("{k}={}", v.as_str().map_or(v.to_string(), str::to_owned))
+                    })
+                    .collect();
+                let key = format!(
+                    "{level} {}: {} {}",
+                    v["target"].as_str().unwrap_or_default(),
+                    message,
+                    detail.join(" ")
+                );
+                let key: String = key.trim_end().chars().take(240).collect();
+                *counts.entry(key).or_default() += 1;
+            }
+        }
         out.insert(
             n.name.clone(),
-            json!({"warn_or_error_lines": bad.len(),
-                   "first": bad.iter().take(5).map(|l| l.chars().take(300).collect::<String>()).collect::<Vec<_>>()}),
+            json!({"warn_error": counts, "bgp_configuration_applied": applied}),
         );
     }
     Value::Object(out)
@@ -384,6 +495,7 @@ fn create_to_rib(count: usize) -> Result<Value> {
     let lab = BgpLab::new(true)?;
     let c = &lab.c;
     let mut zebra = Vty::connect(&lab.frr, "zebra")?;
+    let mut bgpd = Vty::connect(&lab.frr, "bgpd")?;
     // Past the agents' join hold-down and the sessions' first exchange: steady state.
     std::thread::sleep(Duration::from_millis(1500));
     let api: Api<k8s_openapi::api::core::v1::Service> = Api::namespaced(c.client.clone(), c.ns());
@@ -391,13 +503,16 @@ fn create_to_rib(count: usize) -> Result<Value> {
     let mut from_call = Vec::new();
     let mut to_ingress = Vec::new();
     let mut create_calls = Vec::new();
+    let mut to_last_agent = Vec::new();
+    let mut agent_to_bgpd = Vec::new();
+    let mut bgpd_to_rib = Vec::new();
     let mut polls = 0;
-    let mut vtysh_time = Duration::ZERO;
     for i in 0..count {
         let name = format!("svc-{i}");
         let t0 = Instant::now();
         c.create_service(&name, &c.remote_group(), &["IPv6"], json!({}))?;
         let t1 = Instant::now();
+        let t1_wall = std::time::SystemTime::now();
         // The allocator writes the address before any agent can announce it.
         let vip = loop {
             let ips = ingress(&c.rt.block_on(api.get(&name))?);
@@ -410,8 +525,8 @@ fn create_to_rib(count: usize) -> Result<Value> {
             std::thread::sleep(POLL);
         };
         let t2 = Instant::now();
-        let before = Instant::now();
-        let (at, n) = poll_rib(
+        let (bgp_at, at, n) = poll_bgp_and_rib(
+            &mut bgpd,
             &mut zebra,
             &lab.hop_owner,
             &format!("{vip}/128"),
@@ -419,14 +534,28 @@ fn create_to_rib(count: usize) -> Result<Value> {
             TIMEOUT,
         )
         .with_context(|| c.logs())?;
-        vtysh_time += at - before;
         polls += n;
         from_return.push(at - t1);
         from_call.push(at - t0);
         to_ingress.push(t2 - t1);
         create_calls.push(t1 - t0);
+        bgpd_to_rib.push(at - bgp_at);
+        // The last node's "announcingNonLocal" (its log's wall clock), if every node logged it.
+        let key = format!("{}/{name}", c.ns());
+        let logged: Vec<_> = c
+            .nodes
+            .iter()
+            .filter_map(|n| n.agent.as_ref())
+            .filter_map(|p| announce_time(&p.log(), &key))
+            .collect();
+        if logged.len() == 3
+            && let Some(last) = logged.iter().max()
+            && let Ok(d) = last.duration_since(t1_wall)
+        {
+            to_last_agent.push(d);
+            agent_to_bgpd.push((bgp_at - t1).saturating_sub(d));
+        }
     }
-    let rib_poll_ms = millis(vtysh_time / polls.max(1) as u32);
     // One query's own cost, measured on its own.
     let t = Instant::now();
     for _ in 0..100 {
@@ -438,14 +567,50 @@ fn create_to_rib(count: usize) -> Result<Value> {
         "services": count,
         "from_create_returned": summary(from_return, false),
         "from_before_create_call": summary(from_call, false),
-        "create_returned_to_ingress_seen": summary(to_ingress, false),
-        "create_call": summary(create_calls, false),
+        "breakdown": {
+            "create_call": summary(create_calls, false),
+            "create_returned_to_ingress_seen_by_bench": summary(to_ingress, false),
+            "create_returned_to_last_agent_logged_announcingNonLocal": summary(to_last_agent, false),
+            "last_agent_logged_to_bgpd_has_3_paths": summary(agent_to_bgpd, false),
+            "bgpd_has_3_paths_to_zebra_rib_3_hops": summary(bgpd_to_rib, false),
+        },
         "poll_interval_ms": millis(POLL),
-        "mean_poll_cycle_ms": rib_poll_ms,
+        "mean_polls_per_service": polls as f64 / count.max(1) as f64,
         "rib_query_ms": query_ms,
-        "rib_query": "`show ipv6 route <vip>/128 json` on zebra's vty socket (persistent connection)",
+        "rib_query": "`show ipv6 route <vip>/128 json` on zebra's vty socket, `show bgp ipv6 unicast <vip>/128 json` on bgpd's (persistent connections)",
         "agent_logs": log_findings(c),
     }))
+}
+
+/// When the agent log `log` first says it announces Service `key` (`ns/name`) as remote.
+fn announce_time(log: &str, key: &str) -> Option<std::time::SystemTime> {
+    let service = format!(r#""service":"{key}""#);
+    let line = log
+        .lines()
+        .find(|l| l.contains(r#""message":"announcingNonLocal""#) && l.contains(&service))?;
+    let v: Value = serde_json::from_str(line).ok()?;
+    parse_rfc3339_utc(v["timestamp"].as_str()?)
+}
+
+/// `2026-11-26T16:37:47.389528Z` as a SystemTime.
+fn parse_rfc3339_utc(s: &str) -> Option<std::time::SystemTime> {
+    let s = s.strip_suffix('Z')?;
+    let (date, time) = s.split_once('T')?;
+    let mut d = date.split('-').map(|p| p.parse::<i64>());
+    let (y, m, day) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
+    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
+    let mut t = hms.split(':').map(|p| p.parse::<i64>());
+    let (hh, mm, ss) = (t.next()?.ok()?, t.next()?.ok()?, t.next()?.ok()?);
+    // Days from 1970-01-01 (Howard Hinnant's days_from_civil).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + hh * 3600 + mm * 60 + ss;
+    let nanos: u32 = format!("{frac:0<9}")[..9].parse().ok()?;
+    Some(std::time::UNIX_EPOCH + Duration::new(u64::try_from(secs).ok()?, nanos))
 }
 
 fn graceful_stop(runs: usize) -> Result<Value> {
@@ -458,6 +623,7 @@ fn graceful_stop(runs: usize) -> Result<Value> {
     poll_rib(&mut zebra, &lab.hop_owner, &prefix, &[0, 1, 2], TIMEOUT)
         .with_context(|| lab.c.logs())?;
     let mut withdrawn = Vec::new();
+    let mut bgp_gone = Vec::new();
     let mut exited = Vec::new();
     let mut back = Vec::new();
     for run in 0..runs {
@@ -470,6 +636,7 @@ fn graceful_stop(runs: usize) -> Result<Value> {
         let started = Arc::new(AtomicBool::new(false));
         let poller = {
             let mut zebra = Vty::connect(&lab.frr, "zebra")?;
+            let mut bgpd = Vty::connect(&lab.frr, "bgpd")?;
             let (owners, prefix, others, started) = (
                 lab.hop_owner.clone(),
                 prefix.clone(),
@@ -480,23 +647,25 @@ fn graceful_stop(runs: usize) -> Result<Value> {
                 while !started.load(Ordering::Acquire) {
                     std::thread::sleep(Duration::from_millis(1));
                 }
-                poll_rib(&mut zebra, &owners, &prefix, &others, TIMEOUT)
+                poll_bgp_and_rib(&mut bgpd, &mut zebra, &owners, &prefix, &others, TIMEOUT)
             })
         };
         let t0 = Instant::now();
         started.store(true, Ordering::Release);
         lab.c.stop_agent(node)?;
         let gone = Instant::now();
-        let (at, _) = poller
+        let (bgp_at, at, _) = poller
             .join()
             .map_err(|_| anyhow::anyhow!("poller panicked"))?
             .with_context(|| lab.c.logs())?;
         let took = at.saturating_duration_since(t0);
         eprintln!(
-            "graceful stop run {run} (node {node}): next hop gone after {took:?}, agent exited after {:?}",
+            "graceful stop run {run} (node {node}): path gone from bgpd after {:?}, next hop gone from the RIB after {took:?}, agent exited after {:?}",
+            bgp_at.saturating_duration_since(t0),
             gone - t0
         );
         withdrawn.push(took);
+        bgp_gone.push(bgp_at.saturating_duration_since(t0));
         exited.push(gone - t0);
         let t1 = Instant::now();
         lab.c.start_agent(node)?;
@@ -508,7 +677,9 @@ fn graceful_stop(runs: usize) -> Result<Value> {
     Ok(json!({
         "family": "IPv6 remote /128 (the node also has an IPv4 session)",
         "sigterm_to_next_hop_gone": summary(withdrawn, true),
+        "sigterm_to_path_gone_from_bgpd": summary(bgp_gone, false),
         "sigterm_to_agent_exited": summary(exited, false),
+        "router_saw": neighbor_changes(&lab.frr),
         "restart_to_next_hop_back": summary(back, false),
         "poll_interval_ms": millis(POLL),
         "agent_logs": log_findings(&lab.c),
@@ -544,8 +715,8 @@ fn usage(pid: u32) -> Result<(u64, u64, f64)> {
 }
 
 /// Prefixes received from each node's IPv6 session (`pfxRcd`), by node index.
-fn received(frr: &Frr, c: &Cluster) -> Result<Vec<u64>> {
-    let v = frr.vtysh_json("show bgp ipv6 unicast summary json")?;
+fn received(bgpd: &mut Vty, c: &Cluster) -> Result<Vec<u64>> {
+    let v = bgpd.json("show bgp ipv6 unicast summary json")?;
     Ok((0..3)
         .map(|i| {
             v["peers"][c.slot.node_v6(i)]["pfxRcd"]
@@ -556,8 +727,8 @@ fn received(frr: &Frr, c: &Cluster) -> Result<Vec<u64>> {
 }
 
 /// IPv6 routes in the RIB under the remote pool with next hops from all three nodes.
-fn rib_routes_with_three_hops(frr: &Frr, owners: &HashMap<String, usize>) -> Result<usize> {
-    let v = frr.vtysh_json("show ipv6 route bgp json")?;
+fn rib_routes_with_three_hops(zebra: &mut Vty, owners: &HashMap<String, usize>) -> Result<usize> {
+    let v = zebra.json("show ipv6 route bgp json")?;
     let mut n = 0;
     for (_, routes) in v.as_object().into_iter().flatten() {
         let mut nodes: Vec<usize> = routes
@@ -636,6 +807,14 @@ fn scale(count: usize) -> Result<Value> {
             .collect::<Result<Vec<()>>>()
     })?;
     let created = t0.elapsed();
+    let (mut bgpd1, mut bgpd2) = (
+        Vty::connect(&lab.frr, "bgpd")?,
+        Vty::connect(&frr2, "bgpd")?,
+    );
+    let (mut zebra1, mut zebra2) = (
+        Vty::connect(&lab.frr, "zebra")?,
+        Vty::connect(&frr2, "zebra")?,
+    );
     // Every router has every route from every node (bgpd's Adj-RIB-In counts).
     let mut first_router_done = None;
     let mut last_seen = (Vec::new(), Vec::new());
@@ -644,8 +823,8 @@ fn scale(count: usize) -> Result<Value> {
         "all routes in both routers",
         || {
             c.ensure_agents_running()?;
-            let a = received(&lab.frr, c)?;
-            let b = received(&frr2, c)?;
+            let a = received(&mut bgpd1, c)?;
+            let b = received(&mut bgpd2, c)?;
             let done_a = a.iter().all(|n| *n as usize == count);
             let done_b = b.iter().all(|n| *n as usize == count);
             if (done_a || done_b) && first_router_done.is_none() {
@@ -658,9 +837,9 @@ fn scale(count: usize) -> Result<Value> {
     .with_context(|| format!("last pfxRcd: {last_seen:?}\n{}", c.logs()))?;
     // And zebra installed them with three next hops each.
     let in_rib = wait_for(Duration::from_secs(120), "all routes in both RIBs", || {
-        let a = rib_routes_with_three_hops(&lab.frr, &lab.hop_owner)?;
+        let a = rib_routes_with_three_hops(&mut zebra1, &lab.hop_owner)?;
         // The second router is on the same LAN: the same next-hop addresses.
-        let b = rib_routes_with_three_hops(&frr2, &lab.hop_owner)?;
+        let b = rib_routes_with_three_hops(&mut zebra2, &lab.hop_owner)?;
         Ok((a == count && b == count).then(|| t0.elapsed()))
     })?;
     let at_done: Vec<(u64, u64, f64)> = (0..3)
@@ -698,6 +877,9 @@ fn scale(count: usize) -> Result<Value> {
         .iter()
         .filter_map(|n| n["peak_rss_mib"].as_f64())
         .fold(0.0, f64::max);
+    // Every agent watches Services in all namespaces: how many there are in all.
+    let all: Api<k8s_openapi::api::core::v1::Service> = Api::all(c.client.clone());
+    let services_in_cluster = c.rt.block_on(all.list(&Default::default()))?.items.len();
     let mut sessions = BTreeMap::new();
     for (name, r) in [("frr1", &lab.frr), ("frr2", &frr2)] {
         let states: Vec<Option<String>> = (0..3)
@@ -709,9 +891,11 @@ fn scale(count: usize) -> Result<Value> {
         "services": count,
         "family": "IPv6 remote, aggregation /128",
         "peers_per_agent": 2,
+        "services_in_cluster_all_namespaces": services_in_cluster,
         "create_calls_s": created.as_secs_f64(),
         "first_router_has_all_s": first_router_done.map(|d| d.as_secs_f64()),
         "both_routers_have_all_from_every_node_s": all_received.as_secs_f64(),
+        "after_last_create_returned_s": (all_received - created).as_secs_f64(),
         "both_ribs_have_all_with_3_hops_s": in_rib.as_secs_f64(),
         "sessions_at_end": sessions,
         "nodes": nodes,
@@ -737,26 +921,37 @@ fn human_summary(out: &Value) -> String {
             ms(&l["from_before_create_call"], "p99_ms"),
         ));
     }
+    if let Some(b) = out.get("create_to_rib").map(|l| &l["breakdown"]) {
+        s.push_str(&format!(
+            "  medians: create returned -> last agent announces {:.1} ms; -> bgpd has 3 paths {:.1} ms; bgpd -> zebra RIB {:.1} ms\n",
+            ms(&b["create_returned_to_last_agent_logged_announcingNonLocal"], "median_ms"),
+            ms(&b["last_agent_logged_to_bgpd_has_3_paths"], "median_ms"),
+            ms(&b["bgpd_has_3_paths_to_zebra_rib_3_hops"], "median_ms"),
+        ));
+    }
     if let Some(g) = out.get("graceful_stop_to_withdraw") {
         let w = &g["sigterm_to_next_hop_gone"];
         let b = &g["restart_to_next_hop_back"];
         s.push_str(&format!(
-            "SIGTERM -> next hop gone, {} runs: median {:.1} ms, max {:.1} ms; restart -> back: median {:.1} ms, max {:.1} ms\n",
+            "SIGTERM -> next hop gone, {} runs: median {:.1} ms, max {:.1} ms (agent exited: median {:.1} ms; path gone from bgpd: median {:.1} ms); restart -> back: median {:.1} ms, max {:.1} ms\n",
             w["runs"],
             ms(w, "median_ms"),
             ms(w, "max_ms"),
+            ms(&g["sigterm_to_agent_exited"], "median_ms"),
+            ms(&g["sigterm_to_path_gone_from_bgpd"], "median_ms"),
             ms(b, "median_ms"),
             ms(b, "max_ms"),
         ));
     }
     if let Some(x) = out.get("scale") {
         s.push_str(&format!(
-            "{} Services, 2 peers: all routes in both routers after {:.1} s (create calls {:.1} s); peak RSS max {:.1} MiB (target < 40)\n",
+            "{} Services, 2 peers: all routes in both routers after {:.1} s (create calls {:.1} s; {:.2} s after the last create returned); peak RSS max {:.1} MiB (target < 40)\n",
             x["services"],
             x["both_routers_have_all_from_every_node_s"]
                 .as_f64()
                 .unwrap_or(f64::NAN),
             x["create_calls_s"].as_f64().unwrap_or(f64::NAN),
+            x["after_last_create_returned_s"].as_f64().unwrap_or(f64::NAN),
             x["max_peak_rss_mib"].as_f64().unwrap_or(f64::NAN),
         ));
         for n in x["nodes"].as_array().into_iter().flatten() {

@@ -245,6 +245,15 @@ impl BgpAgent {
     }
 
     async fn apply(&mut self, config: &BGPConfiguration, mapped: MappedConfig) {
+        // Our own status writes come back through the watch: nothing to apply then.
+        let unchanged = self
+            .applied
+            .as_ref()
+            .is_some_and(|(k, m)| *k == key(config) && *m == mapped);
+        if unchanged && self.speaker.is_some() {
+            self.write_applied_status().await;
+            return;
+        }
         let first_router_id = self
             .applied
             .as_ref()
