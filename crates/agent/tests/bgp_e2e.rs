@@ -365,6 +365,35 @@ fn a_bad_bgp_configuration_keeps_the_last_good_one() -> Result<()> {
     ensure!(status.message.contains("65000:99999"), "{status:?}");
     c.wait_event("default", "ConfigurationInvalid", "65000:99999")
         .context("Warning event on the BGPConfiguration")?;
+    // A second, newer BGPConfiguration is refused with a condition naming the one in effect.
+    let second = json!({
+        "apiVersion": "bgp.purelb.io/v1", "kind": "BGPConfiguration",
+        "metadata": {"name": "second"},
+        "spec": {"global": {"asn": 64999},
+                 "neighbors": [{"config": {"neighborAddress": "198.51.100.99", "peerAsn": 64998}}]},
+    });
+    c.rt.block_on(api.patch(
+        "second",
+        &PatchParams::apply("bgp-e2e").force(),
+        &Patch::Apply(&second),
+    ))?;
+    let superseded = wait_for(
+        TIMEOUT,
+        "Ready=False/Superseded on the second BGPConfiguration",
+        || {
+            let s = c.rt.block_on(api.get("second"))?.status;
+            let ready = s
+                .and_then(|s| s.conditions)
+                .unwrap_or_default()
+                .into_iter()
+                .find(|c| c.type_ == "Ready" && c.reason == "Superseded");
+            Ok(ready)
+        },
+    )?;
+    ensure!(
+        superseded.message.contains(&format!("{}/default", c.ns())),
+        "{superseded:?}"
+    );
     std::thread::sleep(Duration::from_secs(3));
     for i in 0..3 {
         ensure!(
