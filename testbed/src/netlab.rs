@@ -834,6 +834,22 @@ impl Ns {
         }
     }
 
+    /// Runs the future `f` builds on a current-thread tokio runtime on a thread inside this
+    /// namespace, so the sockets it opens (netlink included) live there.
+    pub fn block_on<R, F, Fut>(&self, f: F) -> Result<R>
+    where
+        R: Send,
+        F: FnOnce() -> Fut + Send,
+        Fut: std::future::Future<Output = Result<R>>,
+    {
+        self.run(|| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(f())
+        })?
+    }
+
     /// A TCP connection made from inside the namespace.
     pub fn connect_tcp(&self, addr: SocketAddr, timeout: Duration) -> Result<TcpStream> {
         self.run(|| TcpStream::connect_timeout(&addr, timeout))?

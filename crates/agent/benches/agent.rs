@@ -281,34 +281,6 @@ fn create_to_vip(count: usize) -> Result<Value> {
     Ok(s)
 }
 
-/// (RSS KiB, peak RSS KiB, CPU seconds) of a process.
-fn usage(pid: u32) -> Result<(u64, u64, f64)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the command name (which may contain spaces) start after ')'.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    // utime and stime are fields 14 and 15 of stat; `rest` starts at field 3.
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    let cpu = (ticks(11) + ticks(12)) as f64 / hz;
-    Ok((field("VmRSS:"), field("VmHWM:"), cpu))
-}
-
 fn scale(count: usize) -> Result<Value> {
     let c = Cluster::new(Options {
         large_v6_pool: true,

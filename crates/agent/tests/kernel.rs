@@ -10,28 +10,11 @@ use purelb_agent::kernel::{
 };
 use purelb_api::pool::IpFamily;
 use serde_json::Value;
-use std::future::Future;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 use testbed::netlab::{Lab, LinkSpec, Ns, require_root};
 
 const T: Duration = Duration::from_secs(5);
-
-/// Runs `f` on a current-thread runtime on a thread inside `ns`, so the
-/// netlink sockets it opens live in that namespace.
-fn in_ns<R, F, Fut>(ns: &Ns, f: F) -> Result<R>
-where
-    R: Send,
-    F: FnOnce() -> Fut + Send,
-    Fut: Future<Output = Result<R>>,
-{
-    ns.run(|| {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        rt.block_on(f())
-    })?
-}
 
 fn ip(s: &str) -> IpAddr {
     s.parse().expect("test address")
@@ -84,7 +67,7 @@ fn addresses_lifetimes_flags_marker_and_removal() -> Result<()> {
         deprecated: false,
     };
     // A local VIP with lifetimes and noprefixroute.
-    let (eth_idx, lb_idx) = in_ns(&n1, || async {
+    let (eth_idx, lb_idx) = n1.block_on(|| async {
         let k = Kernel::new()?;
         let eth_idx = k.link_by_name(&eth).await?.context("eth link")?.index;
         let lb = k.ensure_link("kube-lb0").await?;
@@ -108,7 +91,7 @@ fn addresses_lifetimes_flags_marker_and_removal() -> Result<()> {
         "noprefixroute, yet: {routes}"
     );
 
-    in_ns(&n1, || async {
+    n1.block_on(|| async {
         let k = Kernel::new()?;
         let all = k.list_addresses().await?;
         let a = all
@@ -146,7 +129,7 @@ fn addresses_lifetimes_flags_marker_and_removal() -> Result<()> {
     assert!(lifetime(&info, "valid_life_time") > 590, "{info}");
 
     // IPv6 local VIP: nodad, deprecated (preferred 0).
-    in_ns(&n1, || async {
+    n1.block_on(|| async {
         let k = Kernel::new()?;
         let v6 = AddressOptions {
             no_dad: true,
@@ -177,7 +160,7 @@ fn addresses_lifetimes_flags_marker_and_removal() -> Result<()> {
     );
 
     // Remote VIPs: permanent, with the connected route, on the fake dummy.
-    in_ns(&n1, || async {
+    n1.block_on(|| async {
         let k = Kernel::new()?;
         let dummy = AddressOptions::default();
         k.add_address(lb_idx, ip("203.0.113.50"), 24, &dummy)
@@ -212,7 +195,7 @@ fn addresses_lifetimes_flags_marker_and_removal() -> Result<()> {
 
     // The same IP on two links (different prefix lengths), removed from both.
     n1.ip(&["addr", "add", "203.0.113.77/32", "dev", &eth])?;
-    in_ns(&n1, || async {
+    n1.block_on(|| async {
         let k = Kernel::new()?;
         k.add_address(lb_idx, ip("203.0.113.77"), 24, &AddressOptions::default())
             .await?;
@@ -222,7 +205,7 @@ fn addresses_lifetimes_flags_marker_and_removal() -> Result<()> {
     })?;
     assert!(ip_addr_info(&n1, &eth, "203.0.113.77")?.is_none());
     n1.add_addr(&eth, "2001:db8:ff::77/128")?;
-    in_ns(&n1, || async {
+    n1.block_on(|| async {
         let k = Kernel::new()?;
         k.add_address(
             lb_idx,
@@ -240,7 +223,7 @@ fn addresses_lifetimes_flags_marker_and_removal() -> Result<()> {
     // Addresses added by others carry no marker and are not ours.
     n1.ip(&["addr", "add", "203.0.113.88/32", "dev", "kube-lb0"])?;
     n1.add_addr("kube-lb0", "2001:db8:ff::88/128")?;
-    in_ns(&n1, || async {
+    n1.block_on(|| async {
         let k = Kernel::new()?;
         let owned: Vec<IpAddr> = k.owned_addresses().await?.iter().map(|a| a.ip).collect();
         let mut want = vec![
@@ -274,7 +257,7 @@ fn replace_marks_an_existing_foreign_address() -> Result<()> {
     let n1 = lab.node("n1")?;
     lab.add_fake_dummy(&n1, "kube-lb0")?;
     n1.ip(&["addr", "add", "203.0.113.5/24", "dev", "kube-lb0"])?;
-    in_ns(&n1, || async {
+    n1.block_on(|| async {
         let k = Kernel::new()?;
         let lb = k.link_by_name("kube-lb0").await?.context("kube-lb0")?;
         assert!(k.owned_addresses().await?.is_empty());
@@ -294,7 +277,7 @@ fn invalid_options_are_refused_before_the_kernel() -> Result<()> {
     }
     let lab = Lab::new()?;
     let n1 = lab.node("n1")?;
-    in_ns(&n1, || async {
+    n1.block_on(|| async {
         let k = Kernel::new()?;
         let lo = k.link_by_name("lo").await?.context("lo")?;
         let bad = AddressOptions {
@@ -334,7 +317,7 @@ fn links_dummy_mac_state_and_deletion() -> Result<()> {
     let json: Value = serde_json::from_str(&n1.ip(&["-j", "link", "show", "dev", &eth])?)?;
     let want_mac = json[0]["address"].as_str().context("mac")?.to_owned();
 
-    in_ns(&n1, || async {
+    n1.block_on(|| async {
         let k = Kernel::new()?;
         let before = k.link_by_name("kube-lb0").await?.context("kube-lb0")?;
         assert!(!before.admin_up);
@@ -413,7 +396,7 @@ fn default_route_interface_is_the_lowest_metric() -> Result<()> {
             .v4("203.0.113.2/24", "203.0.113.1/24")
             .v6("2001:db8:2::2/64", "2001:db8:2::1/64"),
     )?;
-    let (i1, i2) = in_ns(&n1, || async {
+    let (i1, i2) = n1.block_on(|| async {
         let k = Kernel::new()?;
         assert_eq!(k.default_route_ifindex(IpFamily::V4).await?, None);
         assert_eq!(k.default_route_ifindex(IpFamily::V6).await?, None);
@@ -474,7 +457,7 @@ fn default_route_interface_is_the_lowest_metric() -> Result<()> {
         "table",
         "100",
     ])?;
-    in_ns(&n1, || async {
+    n1.block_on(|| async {
         let k = Kernel::new()?;
         assert_eq!(k.default_route_ifindex(IpFamily::V4).await?, Some(i2));
         assert_eq!(k.default_route_ifindex(IpFamily::V6).await?, Some(i1));
@@ -493,7 +476,7 @@ fn default_route_interface_is_the_lowest_metric() -> Result<()> {
         "metric",
         "10",
     ])?;
-    in_ns(&n1, || async {
+    n1.block_on(|| async {
         let k = Kernel::new()?;
         assert_eq!(k.default_route_ifindex(IpFamily::V4).await?, Some(i1));
         Ok(())
@@ -509,7 +492,7 @@ fn link_subnets_follow_the_lease_rules() -> Result<()> {
     let lab = Lab::new()?;
     let (n1, eth) = node_with_uplink(&lab)?;
     n1.ip(&["addr", "add", "203.0.113.9/32", "dev", &eth])?;
-    in_ns(&n1, || async {
+    n1.block_on(|| async {
         let k = Kernel::new()?;
         let idx = k.link_by_name(&eth).await?.context("eth")?.index;
         // A deprecated IPv6 VIP is not a subnet of the node.
@@ -566,7 +549,7 @@ fn events_for_addresses_links_and_routes() -> Result<()> {
     let lab = Lab::new()?;
     let (n1, eth) = node_with_uplink(&lab)?;
     lab.add_fake_dummy(&n1, "kube-lb0")?;
-    in_ns(&n1, || async {
+    n1.block_on(|| async {
         let mut events = EventStream::open(EventGroups::all()).await?;
         let lb_idx = Kernel::new()?
             .link_by_name("kube-lb0")
@@ -675,7 +658,7 @@ fn address_watcher_follows_matching_interfaces() -> Result<()> {
     let (n1, eth) = node_with_uplink(&lab)?;
     lab.add_fake_dummy(&n1, "kube-lb0")?;
     n1.ip(&["addr", "add", "203.0.113.1/32", "dev", "kube-lb0"])?;
-    in_ns(&n1, || async {
+    n1.block_on(|| async {
         let mut w = AddressWatcher::open(["kube-lb?"]).await?;
         // Initial dump: what is already there (link-locals left out).
         let d = next_delta(&mut w).await?;

@@ -11,25 +11,8 @@ use purelb_agent::netlink_export::{
 use purelb_bgp::driver::ReceivedRoute;
 use purelb_bgp::wire::{AsPath, Ipv4Prefix, Ipv6Prefix, Prefix};
 use serde_json::Value;
-use std::future::Future;
 use std::net::IpAddr;
 use testbed::netlab::{Lab, LinkSpec, Ns, require_root};
-
-/// Runs `f` on a current-thread runtime on a thread inside `ns`, so the netlink sockets it
-/// opens live in that namespace.
-fn in_ns<R, F, Fut>(ns: &Ns, f: F) -> Result<R>
-where
-    R: Send,
-    F: FnOnce() -> Fut + Send,
-    Fut: Future<Output = Result<R>>,
-{
-    ns.run(|| {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        rt.block_on(f())
-    })?
-}
 
 fn ip(s: &str) -> IpAddr {
     s.parse().expect("test address")
@@ -185,7 +168,7 @@ fn sync_installs_replaces_removes_and_clears_only_ours() -> Result<()> {
     let main = v4("203.0.113.0", 24, &["198.51.100.1"], 0, 20);
     let t100 = v4("203.0.113.0", 24, &["198.51.100.1"], 100, 20);
 
-    in_ns(&n1, || async {
+    n1.block_on(|| async {
         let mut ex = NetlinkExporter::new(Kernel::new()?, RTPROT_BGP)?;
         ex.manage_tables([0, 100]);
 
@@ -324,7 +307,7 @@ fn big_table_ids_and_protocol_change() -> Result<()> {
     }
     let lab = Lab::new()?;
     let n1 = node_with_uplink(&lab)?;
-    in_ns(&n1, || async {
+    n1.block_on(|| async {
         let mut ex = NetlinkExporter::new(Kernel::new()?, RTPROT_BGP)?;
         let big = v4("203.0.113.0", 24, &["198.51.100.1"], 1000, 20);
         assert_all_installed(&ex.sync(vec![big.clone()]).await);
@@ -420,7 +403,7 @@ fn planned_from_received_routes_with_kernel_next_hop_validation() -> Result<()> 
             received("203.0.113.64/26", "198.51.100.2"),
         ),
     ];
-    in_ns(&n1, || async {
+    n1.block_on(|| async {
         let mut ex = NetlinkExporter::new(Kernel::new()?, settings.protocol)?;
         let filter = ex.next_hop_filter().await?;
         let plan = plan_export(&settings, &received, |nh, t| filter.check(nh, t));
