@@ -1,9 +1,11 @@
-// Command kubeenv runs the pieces of a real Kubernetes control plane for tests:
-// etcd, kube-apiserver, kube-controller-manager and kubectl, each as its own
-// process (apiserver and controller-manager share process-global state).
+// Command kubeenv runs the pieces of a real Kubernetes cluster for tests:
+// etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubelet,
+// kube-proxy and kubectl, each as its own process (they share process-global
+// state and clash in one process).
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -17,20 +19,28 @@ import (
 	kubectl "k8s.io/kubectl/pkg/cmd"
 	apiserver "k8s.io/kubernetes/cmd/kube-apiserver/app"
 	controllermanager "k8s.io/kubernetes/cmd/kube-controller-manager/app"
+	proxy "k8s.io/kubernetes/cmd/kube-proxy/app"
+	scheduler "k8s.io/kubernetes/cmd/kube-scheduler/app"
+	kubelet "k8s.io/kubernetes/cmd/kubelet/app"
 )
 
 const usage = `usage: kubeenv <command> [flags]
 
 commands:
-  certs <dir>           write a CA, a serving certificate for 127.0.0.1 and service-account keys
+  certs <dir> [san...]  write a CA, a serving certificate (127.0.0.1, localhost, the
+                        kubernetes Service names, and each extra IP or DNS name given)
+                        and service-account keys
   etcd <flags>          run an embedded etcd (see etcd.go for flags)
   apiserver <flags>     run kube-apiserver
   controller-manager    run kube-controller-manager
+  scheduler <flags>     run kube-scheduler
+  kubelet <flags>       run the kubelet
+  proxy <flags>         run kube-proxy
   kubectl <args>        run kubectl
   version               print the Kubernetes and etcd versions built in
 
-etcd, apiserver and controller-manager exit when their standard input reaches
-end of file, so a test run that dies leaves no process behind.
+Every long-running command exits when its standard input reaches end of file,
+so a test run that dies leaves no process behind.
 `
 
 func main() {
@@ -43,11 +53,11 @@ func main() {
 	os.Args = append([]string{"kubeenv-" + cmd}, args...)
 	switch cmd {
 	case "certs":
-		if len(args) != 1 {
-			fmt.Fprintln(os.Stderr, "usage: kubeenv certs <dir>")
+		if len(args) < 1 {
+			fmt.Fprintln(os.Stderr, "usage: kubeenv certs <dir> [san...]")
 			os.Exit(2)
 		}
-		if err := writeCerts(args[0]); err != nil {
+		if err := writeCerts(args[0], args[1:]); err != nil {
 			fmt.Fprintln(os.Stderr, "certs:", err)
 			os.Exit(1)
 		}
@@ -63,6 +73,18 @@ func main() {
 	case "controller-manager":
 		exitOnStdinEOF()
 		os.Exit(cli.Run(controllermanager.NewControllerManagerCommand()))
+	case "scheduler":
+		exitOnStdinEOF()
+		os.Exit(cli.Run(scheduler.NewSchedulerCommand()))
+	case "kubelet":
+		exitOnStdinEOF()
+		if err := cli.RunNoErrOutput(kubelet.NewKubeletCommand(context.Background())); err != nil {
+			fmt.Fprintln(os.Stderr, "kubelet:", err)
+			os.Exit(1)
+		}
+	case "proxy":
+		exitOnStdinEOF()
+		os.Exit(cli.Run(proxy.NewProxyCommand()))
 	case "kubectl":
 		os.Exit(cli.Run(kubectl.NewDefaultKubectlCommand()))
 	case "version":

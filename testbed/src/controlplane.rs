@@ -4,9 +4,16 @@
 //!
 //! One control plane is started per test binary, on first use, by [`shared`];
 //! each test gets its own namespace from [`ControlPlane::test_namespace`].
-//! There is no kubelet, scheduler or kube-proxy: pods never run. Tests create
-//! Node objects and patch Pod status (podIP, Ready) themselves, and the real
-//! endpointslice controller turns those into EndpointSlices.
+//! That one has no kubelet, scheduler or kube-proxy: pods never run. Tests
+//! create Node objects and patch Pod status (podIP, Ready) themselves, and the
+//! real endpointslice controller turns those into EndpointSlices.
+//!
+//! [`ControlPlane::start`] with [`Flavour::Cluster`] starts the control plane
+//! of a cluster with real nodes (see [`crate::cluster`]): kube-scheduler too,
+//! the controller-manager's workload, node and service-account controllers,
+//! the ServiceAccount admission plugin, a serving certificate valid for the
+//! `kubernetes` Service and the address nodes use, and the `kubernetes`
+//! endpoints pointing there.
 //!
 //! Every process gets a piped stdin whose write end only this process holds;
 //! the helper exits on EOF, so when the test binary dies for any reason
@@ -41,6 +48,28 @@ pub struct Versions {
     pub etcd: String,
 }
 
+/// What the control plane serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavour {
+    /// API objects only: no scheduler, no workload controllers, no pods.
+    ApiOnly,
+    /// The control plane of a cluster with real kubelets, which reach the
+    /// apiserver at `api_addr` (a host address on a link the lab made).
+    Cluster { api_addr: Ipv4Addr },
+}
+
+/// Controllers of [`Flavour::ApiOnly`]: what turns API objects into others.
+const API_CONTROLLERS: &str = "endpointslice-controller,endpoints-controller,namespace-controller,\
+                               garbage-collector-controller,serviceaccount-controller";
+
+/// Controllers of [`Flavour::Cluster`]: those, plus what runs workloads on
+/// nodes and notices when a node goes away.
+const CLUSTER_CONTROLLERS: &str = "endpointslice-controller,endpoints-controller,\
+    namespace-controller,garbage-collector-controller,serviceaccount-controller,\
+    serviceaccount-token-controller,root-ca-certificate-publisher-controller,\
+    deployment-controller,replicaset-controller,daemonset-controller,\
+    node-lifecycle-controller,taint-eviction-controller,pod-garbage-collector-controller";
+
 /// A running control plane. Get the one of this test binary with [`shared`].
 pub struct ControlPlane {
     bin: PathBuf,
@@ -52,6 +81,7 @@ pub struct ControlPlane {
     kubeconfig_path: PathBuf,
     versions: Versions,
     startup_time: Duration,
+    flavour: Flavour,
     /// Held only so the pipes stay open: dropping them stops the processes.
     _procs: Vec<Proc>,
 }
@@ -73,7 +103,7 @@ pub fn shared() -> &'static ControlPlane {
     let cp = CP.get_or_init(|| {
         // A thread of its own: start-up needs a tokio runtime, and we may be
         // called from inside one, where blocking on another would panic.
-        std::thread::spawn(|| ControlPlane::start().map_err(|e| format!("{e:#}")))
+        std::thread::spawn(|| ControlPlane::start(Flavour::ApiOnly).map_err(|e| format!("{e:#}")))
             .join()
             .unwrap_or_else(|_| Err("control plane start-up panicked".into()))
     });
@@ -98,10 +128,23 @@ impl ControlPlane {
         let ns: Namespace = serde_json::from_value(serde_json::json!({
             "metadata": { "name": name }
         }))?;
-        Api::<Namespace>::all(self.client().await?)
+        let client = self.client().await?;
+        Api::<Namespace>::all(client.clone())
             .create(&PostParams::default(), &ns)
             .await
             .with_context(|| format!("creating namespace {name}"))?;
+        if self.flavour != Flavour::ApiOnly {
+            // The ServiceAccount admission plugin refuses pods until the
+            // namespace's `default` ServiceAccount exists.
+            let accounts = Api::<ServiceAccount>::namespaced(client, &name);
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while accounts.get_opt("default").await?.is_none() {
+                if Instant::now() > deadline {
+                    bail!("namespace {name} got no default ServiceAccount within 30 s");
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
         Ok(TestNamespace {
             name,
             kubeconfig: self.kubeconfig.clone(),
@@ -186,6 +229,16 @@ impl ControlPlane {
         self.startup_time
     }
 
+    /// The apiserver's port (on every host address).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The certificates: `ca.crt`, `ca.key`, `serving.crt`, `kubelet-client.crt` ...
+    pub fn certs_dir(&self) -> PathBuf {
+        self.dir.join("certs")
+    }
+
     /// The kubeenv helper binary (e.g. to run kubectl with another kubeconfig).
     pub fn kubeenv_bin(&self) -> &Path {
         &self.bin
@@ -196,10 +249,17 @@ impl ControlPlane {
         &self.dir
     }
 
-    fn start() -> anyhow::Result<ControlPlane> {
+    /// Starts a control plane of its own (most tests want [`shared`]), in
+    /// `$TMPDIR/purelb-controlplane/run-<pid>[-<n>]/`. Its processes stop when
+    /// it is dropped.
+    pub fn start(flavour: Flavour) -> anyhow::Result<ControlPlane> {
+        static STARTS: AtomicU64 = AtomicU64::new(0);
         let bin = kubeenv_bin()?;
         remove_stale_dirs();
-        let dir = base_dir().join(format!("run-{}", std::process::id()));
+        let dir = match STARTS.fetch_add(1, Ordering::Relaxed) {
+            0 => base_dir().join(format!("run-{}", std::process::id())),
+            n => base_dir().join(format!("run-{}-{n}", std::process::id())),
+        };
         // Only a dead process with our pid could have left this one behind.
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -211,7 +271,12 @@ impl ControlPlane {
         let started = Instant::now();
 
         let certs = dir.join("certs");
-        let out = Command::new(&bin).arg("certs").arg(&certs).output()?;
+        let mut certs_cmd = Command::new(&bin);
+        certs_cmd.arg("certs").arg(&certs);
+        if let Flavour::Cluster { api_addr } = flavour {
+            certs_cmd.arg(api_addr.to_string());
+        }
+        let out = certs_cmd.output()?;
         if !out.status.success() {
             bail!(
                 "kubeenv certs failed: {}",
@@ -264,33 +329,44 @@ impl ControlPlane {
         })?;
 
         let cert = |f: &str| certs.join(f).display().to_string();
-        procs.push(spawn(
-            "apiserver",
-            vec![
-                format!("--etcd-servers={etcd_url}"),
-                // All interfaces, so node namespaces reach it via management links.
-                "--bind-address=0.0.0.0".into(),
-                format!("--secure-port={port}"),
-                // A loopback advertise address is only accepted when the apiserver
-                // does not write its own address into the `kubernetes` Endpoints.
-                "--advertise-address=127.0.0.1".into(),
-                "--endpoint-reconciler-type=none".into(),
-                format!("--cert-dir={}", dir.join("apiserver-certs").display()),
-                format!("--tls-cert-file={}", cert("serving.crt")),
-                format!("--tls-private-key-file={}", cert("serving.key")),
-                format!("--client-ca-file={}", cert("ca.crt")),
-                format!("--token-auth-file={}", tokens.display()),
-                "--authorization-mode=RBAC".into(),
-                "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
-                format!("--service-account-key-file={}", cert("sa.pub")),
-                format!("--service-account-signing-key-file={}", cert("sa.key")),
-                "--service-cluster-ip-range=10.96.0.0/16,fd00:10:96::/108".into(),
-                // No token controller runs, so pods could never get their token.
-                "--disable-admission-plugins=ServiceAccount".into(),
-                // Like kubeadm: privileged pod templates (our DaemonSet) validate.
-                "--allow-privileged=true".into(),
-            ],
-        )?);
+        let mut apiserver_args: Vec<String> = vec![
+            format!("--etcd-servers={etcd_url}"),
+            // All interfaces, so node namespaces reach it via management links.
+            "--bind-address=0.0.0.0".into(),
+            format!("--secure-port={port}"),
+            // A loopback advertise address is only accepted when the apiserver
+            // does not write its own address into the `kubernetes` Endpoints.
+            "--advertise-address=127.0.0.1".into(),
+            "--endpoint-reconciler-type=none".into(),
+            format!("--cert-dir={}", dir.join("apiserver-certs").display()),
+            format!("--tls-cert-file={}", cert("serving.crt")),
+            format!("--tls-private-key-file={}", cert("serving.key")),
+            format!("--client-ca-file={}", cert("ca.crt")),
+            format!("--token-auth-file={}", tokens.display()),
+            "--authorization-mode=RBAC".into(),
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
+            format!("--service-account-key-file={}", cert("sa.pub")),
+            format!("--service-account-signing-key-file={}", cert("sa.key")),
+            "--service-cluster-ip-range=10.96.0.0/16,fd00:10:96::/108".into(),
+            // Like kubeadm: privileged pod templates (our DaemonSet) validate.
+            "--allow-privileged=true".into(),
+        ];
+        match flavour {
+            // No pod ever runs, so none needs a token.
+            Flavour::ApiOnly => {
+                apiserver_args.push("--disable-admission-plugins=ServiceAccount".into())
+            }
+            Flavour::Cluster { .. } => apiserver_args.extend([
+                format!(
+                    "--kubelet-client-certificate={}",
+                    cert("kubelet-client.crt")
+                ),
+                format!("--kubelet-client-key={}", cert("kubelet-client.key")),
+                // `kubectl logs` reaches a kubelet at the node's address.
+                "--kubelet-preferred-address-types=InternalIP".into(),
+            ]),
+        }
+        procs.push(spawn("apiserver", apiserver_args)?);
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
@@ -306,26 +382,41 @@ impl ControlPlane {
         })?;
         let kubernetes_version = rt.block_on(client.apiserver_version())?.git_version;
 
-        procs.push(spawn(
-            "controller-manager",
-            vec![
-                format!("--kubeconfig={}", kubeconfig_path.display()),
-                "--leader-elect=false".into(),
-                "--controllers=endpointslice-controller,endpoints-controller,\
-                 namespace-controller,garbage-collector-controller,serviceaccount-controller"
-                    .into(),
-                // No serving: nothing scrapes it, and it would need its own certs.
-                "--secure-port=0".into(),
-            ],
-        )?);
+        let mut manager_args = vec![
+            format!("--kubeconfig={}", kubeconfig_path.display()),
+            "--leader-elect=false".into(),
+            // No serving: nothing scrapes it, and it would need its own certs.
+            "--secure-port=0".into(),
+        ];
+        match flavour {
+            Flavour::ApiOnly => manager_args.push(format!("--controllers={API_CONTROLLERS}")),
+            Flavour::Cluster { .. } => manager_args.extend([
+                format!("--controllers={CLUSTER_CONTROLLERS}"),
+                format!("--service-account-private-key-file={}", cert("sa.key")),
+                format!("--root-ca-file={}", cert("ca.crt")),
+            ]),
+        }
+        procs.push(spawn("controller-manager", manager_args)?);
         // The serviceaccount controller creating `default` in `default` shows the
         // controller-manager is up and its informers have synced.
-        let service_accounts = Api::<ServiceAccount>::namespaced(client, "default");
+        let service_accounts = Api::<ServiceAccount>::namespaced(client.clone(), "default");
         wait_for(&mut procs[2], Duration::from_secs(60), || {
             rt.block_on(service_accounts.get_opt("default"))
                 .ok()?
                 .map(drop)
         })?;
+
+        if let Flavour::Cluster { api_addr } = flavour {
+            procs.push(spawn(
+                "scheduler",
+                vec![
+                    format!("--kubeconfig={}", kubeconfig_path.display()),
+                    "--leader-elect=false".into(),
+                    "--secure-port=0".into(),
+                ],
+            )?);
+            rt.block_on(write_kubernetes_endpoints(client.clone(), api_addr, port))?;
+        }
 
         Ok(ControlPlane {
             bin,
@@ -340,6 +431,7 @@ impl ControlPlane {
                 etcd: etcd_version,
             },
             startup_time: started.elapsed(),
+            flavour,
             _procs: procs,
         })
     }
@@ -453,6 +545,51 @@ fn wait_for<T>(
         }
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// The `default/kubernetes` Endpoints and EndpointSlice, which the apiserver
+/// does not write with `--endpoint-reconciler-type=none`: kube-proxy then
+/// sends in-cluster clients of `kubernetes.default` (10.96.0.1:443) to
+/// `api_addr:port`.
+async fn write_kubernetes_endpoints(
+    client: Client,
+    api_addr: Ipv4Addr,
+    port: u16,
+) -> anyhow::Result<()> {
+    use k8s_openapi::api::core::v1::Endpoints;
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    use kube::api::{Patch, PatchParams};
+    let apply = PatchParams::apply("testbed").force();
+    let endpoints: Endpoints = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Endpoints",
+        "metadata": { "name": "kubernetes", "namespace": "default" },
+        "subsets": [{
+            "addresses": [{ "ip": api_addr.to_string() }],
+            "ports": [{ "name": "https", "port": port, "protocol": "TCP" }],
+        }],
+    }))?;
+    Api::<Endpoints>::namespaced(client.clone(), "default")
+        .patch("kubernetes", &apply, &Patch::Apply(&endpoints))
+        .await
+        .context("writing the kubernetes Endpoints")?;
+    let slice: EndpointSlice = serde_json::from_value(serde_json::json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {
+            "name": "kubernetes", "namespace": "default",
+            "labels": {
+                "kubernetes.io/service-name": "kubernetes",
+                "endpointslice.kubernetes.io/managed-by": "testbed",
+            },
+        },
+        "addressType": "IPv4",
+        "endpoints": [{ "addresses": [api_addr.to_string()], "conditions": { "ready": true } }],
+        "ports": [{ "name": "https", "port": port, "protocol": "TCP" }],
+    }))?;
+    Api::<EndpointSlice>::namespaced(client, "default")
+        .patch("kubernetes", &apply, &Patch::Apply(&slice))
+        .await
+        .context("writing the kubernetes EndpointSlice")?;
+    Ok(())
 }
 
 async fn client_from(kubeconfig: Kubeconfig) -> anyhow::Result<Client> {

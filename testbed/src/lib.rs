@@ -5,7 +5,11 @@
 //! - [`netlab`]: network namespaces joined by veth pairs, with FRR, BIRD and
 //!   GoBGP started inside them.
 //! - [`process`]: the processes under test, bound to the test binary's life.
+//! - [`cluster`]: a real Kubernetes cluster (containerd, kubelet, kube-proxy
+//!   in node namespaces, FRR, a client) built from the lab's containerlab
+//!   topology, and the OCI images it runs.
 
+pub mod cluster;
 pub mod controlplane;
 pub mod netlab;
 pub mod process;

@@ -36,9 +36,9 @@
 //! # Ok(()) }
 //! ```
 
-mod cmd;
+pub(crate) mod cmd;
 mod daemons;
-mod host;
+pub(crate) mod host;
 
 pub use cmd::CmdOutput;
 pub use daemons::{Bird, BirdProtocol, Frr, Gobgp, parse_bird_protocols};
@@ -51,7 +51,7 @@ use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -136,6 +136,8 @@ struct ProcEntry {
     log: PathBuf,
     child: Child,
     exit: Option<ExitStatus>,
+    /// The write end of its stdin, for processes that exit when it closes.
+    _lifeline: Option<ChildStdin>,
 }
 
 impl ProcEntry {
@@ -309,6 +311,34 @@ impl Lab {
             b: b.clone(),
             b_if,
         })
+    }
+
+    /// A veth pair between `a` (interface `a_if`) and `b` (`b_if`), both ends
+    /// up, no addresses: a link whose names a topology file gives.
+    pub fn veth(&self, a: &Ns, a_if: &str, b: &Ns, b_if: &str) -> Result<()> {
+        a.ip(&[
+            "link", "add", a_if, "type", "veth", "peer", "name", b_if, "netns", &b.netns,
+        ])?;
+        a.ip(&["link", "set", a_if, "up"])?;
+        b.ip(&["link", "set", b_if, "up"])?;
+        Ok(())
+    }
+
+    /// A veth pair between `ns` (interface `ns_if`) and the root namespace
+    /// (interface `host_if`, which the lab deletes at teardown), both up, no
+    /// addresses.
+    pub fn host_veth(&self, ns: &Ns, ns_if: &str, host_if: &str) -> Result<()> {
+        {
+            let _guard = host::global_lock()?;
+            cmd::host(&[
+                "ip", "link", "add", host_if, "type", "veth", "peer", "name", ns_if, "netns",
+                &ns.netns,
+            ])?;
+            self.shared.state().host_links.push(host_if.to_owned());
+        }
+        cmd::host(&["ip", "link", "set", host_if, "up"])?;
+        ns.ip(&["link", "set", ns_if, "up"])?;
+        Ok(())
     }
 
     /// An L2 segment: a bridge `br0` (multicast snooping off) in its own
@@ -589,6 +619,17 @@ impl Lan {
         Ok(ifname)
     }
 
+    /// Connects `ns` to the segment with a veth whose bridge port is `port`
+    /// and whose `ns` end is `ifname` (up, no addresses).
+    pub fn attach_named(&self, ns: &Ns, port: &str, ifname: &str) -> Result<()> {
+        self.ns.ip(&[
+            "link", "add", port, "type", "veth", "peer", "name", ifname, "netns", &ns.netns,
+        ])?;
+        self.ns.ip(&["link", "set", port, "master", "br0", "up"])?;
+        ns.ip(&["link", "set", ifname, "up"])?;
+        Ok(())
+    }
+
     /// The namespace holding the bridge `br0`.
     pub fn ns(&self) -> &Ns {
         &self.ns
@@ -700,6 +741,17 @@ impl Ns {
         self.shared.dir.join(&self.name)
     }
 
+    /// A `Command` running `argv` in the namespace with `nsenter --net`,
+    /// which, unlike `ip netns exec`, leaves `/sys` (and so the cgroup
+    /// mounts a kubelet needs) as the host has it.
+    pub fn nsenter_command(&self, argv: &[&str]) -> Command {
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net=/run/netns/{}", self.netns))
+            .arg("--")
+            .args(argv);
+        c
+    }
+
     /// A `Command` running `argv` in the namespace (`ip netns exec`).
     pub fn command(&self, argv: &[&str]) -> Command {
         let mut c = Command::new("ip");
@@ -771,7 +823,18 @@ impl Ns {
 
     /// Starts a command made with [`command`](Self::command) (and adjusted by
     /// the caller), as [`spawn`](Self::spawn) does.
-    pub fn spawn_command(&self, name: &str, mut c: Command) -> Result<Proc> {
+    pub fn spawn_command(&self, name: &str, c: Command) -> Result<Proc> {
+        self.spawn_inner(name, c, false)
+    }
+
+    /// [`spawn_command`](Self::spawn_command) for a process that exits when
+    /// its stdin closes (kubeenv's servers): the lab holds the write end, so
+    /// the process goes when the lab does, or when the test process dies.
+    pub fn spawn_with_lifeline(&self, name: &str, c: Command) -> Result<Proc> {
+        self.spawn_inner(name, c, true)
+    }
+
+    fn spawn_inner(&self, name: &str, mut c: Command, lifeline: bool) -> Result<Proc> {
         let dir = self.dir();
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let log = dir.join(format!("{name}.log"));
@@ -781,19 +844,24 @@ impl Ns {
             .open(&log)
             .with_context(|| format!("creating {}", log.display()))?;
         let err = out.try_clone().context("dup log file")?;
-        c.stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .process_group(0);
+        c.stdin(if lifeline {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(out)
+        .stderr(err)
+        .process_group(0);
         let desc = cmd::describe(&c);
         let mut st = self.shared.state();
         if st.closed {
             bail!("lab already torn down");
         }
-        let child = c
+        let mut child = c
             .spawn()
             .with_context(|| format!("cannot start `{desc}`"))?;
         let pid = child.id();
+        let lifeline = child.stdin.take();
         st.procs.push(ProcEntry {
             pid,
             name: name.to_owned(),
@@ -801,6 +869,7 @@ impl Ns {
             log: log.clone(),
             child,
             exit: None,
+            _lifeline: lifeline,
         });
         Ok(Proc {
             pid,
@@ -814,24 +883,7 @@ impl Ns {
     /// sockets it creates live there (they stay there when returned).
     /// A panic in `f` is resumed in the caller.
     pub fn run<R: Send>(&self, f: impl FnOnce() -> R + Send) -> Result<R> {
-        let path = format!("/run/netns/{}", self.netns);
-        let file = File::open(&path).with_context(|| format!("opening {path}"))?;
-        let joined = std::thread::scope(|s| {
-            s.spawn(|| -> Result<R> {
-                // SAFETY: setns on a valid fd; only this thread changes
-                // namespace, and it exits right after `f`.
-                if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                    return Err(std::io::Error::last_os_error())
-                        .with_context(|| format!("setns into {path}"));
-                }
-                Ok(f())
-            })
-            .join()
-        });
-        match joined {
-            Ok(r) => r,
-            Err(panic) => std::panic::resume_unwind(panic),
-        }
+        run_in_netns(&self.netns, f)
     }
 
     /// Runs the future `f` builds on a current-thread tokio runtime on a thread inside this
@@ -854,6 +906,30 @@ impl Ns {
     pub fn connect_tcp(&self, addr: SocketAddr, timeout: Duration) -> Result<TcpStream> {
         self.run(|| TcpStream::connect_timeout(&addr, timeout))?
             .with_context(|| format!("connecting to {addr} from {}", self.name))
+    }
+}
+
+/// Runs `f` on a fresh thread inside the network namespace `netns` (a name
+/// `ip netns list` shows), as [`Ns::run`] does, for a namespace this process
+/// did not make (another process's lab).
+pub fn run_in_netns<R: Send>(netns: &str, f: impl FnOnce() -> R + Send) -> Result<R> {
+    let path = format!("/run/netns/{netns}");
+    let file = File::open(&path).with_context(|| format!("opening {path}"))?;
+    let joined = std::thread::scope(|s| {
+        s.spawn(|| -> Result<R> {
+            // SAFETY: setns on a valid fd; only this thread changes
+            // namespace, and it exits right after `f`.
+            if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                return Err(std::io::Error::last_os_error())
+                    .with_context(|| format!("setns into {path}"));
+            }
+            Ok(f())
+        })
+        .join()
+    });
+    match joined {
+        Ok(r) => r,
+        Err(panic) => std::panic::resume_unwind(panic),
     }
 }
 

@@ -142,6 +142,16 @@ pub(crate) fn kill_netns_processes(netns: &str) {
 /// Best effort: errors are printed, not returned.
 fn cleanup_stale(include_self: bool) {
     let mut dead = std::collections::BTreeSet::new();
+    // Cluster nodes' cgroup roots (`plb-<pid>-...`) first: their pods'
+    // processes live in namespaces of their own.
+    for name in crate::cluster::kubenode::cgroup_roots() {
+        if let Some(pid) = pid_of(&name, NS_PREFIX)
+            && is_stale(pid, include_self)
+        {
+            dead.insert(pid);
+            crate::cluster::kubenode::remove_cgroup(&name);
+        }
+    }
     match list_netns() {
         Ok(names) => {
             for ns in names {
@@ -175,6 +185,8 @@ fn cleanup_stale(include_self: bool) {
             if let Some(pid) = pid_of(&name, NS_PREFIX)
                 && (dead.contains(&pid) || is_stale(pid, include_self))
             {
+                // A cluster node's container filesystems and pod volumes.
+                crate::cluster::unmount_below(&e.path());
                 let _ = std::fs::remove_dir_all(e.path());
             }
         }
