@@ -5,25 +5,20 @@
 //	labpod web [port]     an HTTP server (both families) answering every
 //	                      request with the pod's name, so a client sees which
 //	                      backend pod a load-balanced request reached
-//	labpod runc <args>    runs /usr/sbin/runc with <args>, first clamping a
-//	                      negative process.oomScoreAdj in the bundle's
-//	                      config.json to 0 (see clampOOMScoreAdj)
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"syscall"
 )
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: labpod pause | web [port] | runc <args>")
+		fmt.Fprintln(os.Stderr, "usage: labpod pause | web [port]")
 		os.Exit(2)
 	}
 	switch os.Args[1] {
@@ -36,11 +31,6 @@ func main() {
 		}
 		if err := web(port); err != nil {
 			fmt.Fprintln(os.Stderr, "web:", err)
-			os.Exit(1)
-		}
-	case "runc":
-		if err := runc(os.Args[2:]); err != nil {
-			fmt.Fprintln(os.Stderr, "labpod runc:", err)
 			os.Exit(1)
 		}
 	default:
@@ -79,64 +69,4 @@ func web(port string) error {
 		os.Exit(0)
 	}()
 	return http.Serve(listener, handler)
-}
-
-// runc is the lab's OCI runtime wrapper. The kubelet asks for a negative
-// oom_score_adj for pod sandboxes and guaranteed containers; setting one
-// needs CAP_SYS_RESOURCE, which root lacks on the lab's machine, and runc
-// then fails to start the container. Clamping to 0 changes nothing else.
-func runc(args []string) error {
-	for i, arg := range args {
-		if arg == "create" || arg == "run" {
-			if bundle := bundleDir(args[i+1:]); bundle != "" {
-				if err := clampOOMScoreAdj(filepath.Join(bundle, "config.json")); err != nil {
-					return err
-				}
-			}
-			break
-		}
-	}
-	argv := append([]string{"runc"}, args...)
-	return syscall.Exec("/usr/sbin/runc", argv, os.Environ())
-}
-
-// bundleDir finds `--bundle DIR`, `--bundle=DIR` or `-b DIR`.
-func bundleDir(args []string) string {
-	for i, arg := range args {
-		switch {
-		case (arg == "--bundle" || arg == "-b") && i+1 < len(args):
-			return args[i+1]
-		case len(arg) > 9 && arg[:9] == "--bundle=":
-			return arg[9:]
-		}
-	}
-	return ""
-}
-
-func clampOOMScoreAdj(path string) error {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return err
-	}
-	var spec map[string]json.RawMessage
-	if err := json.Unmarshal(data, &spec); err != nil {
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	var process map[string]json.RawMessage
-	if raw, ok := spec["process"]; !ok || json.Unmarshal(raw, &process) != nil {
-		return nil
-	}
-	var adj int
-	if raw, ok := process["oomScoreAdj"]; !ok || json.Unmarshal(raw, &adj) != nil || adj >= 0 {
-		return nil
-	}
-	process["oomScoreAdj"] = json.RawMessage("0")
-	if spec["process"], err = json.Marshal(process); err != nil {
-		return err
-	}
-	out, err := json.Marshal(spec)
-	if err != nil {
-		return err
-	}
-	return os.WriteFile(path, out, 0o644)
 }

@@ -291,13 +291,20 @@ impl Controller {
         controller.load_pools();
         let _ = controller.services.wait_until_ready().await;
         let _ = controller.slices.wait_until_ready().await;
-        // Inputs that arrived while starting are covered by the full pass.
+        // Service inputs that arrived while starting are covered by the full pass;
+        // a configuration or pool change (an LBNodeAgent created right after the
+        // agents started, as `kubectl apply -k deploy/defaults` does) is not, so
+        // that work stays queued, ahead of the pass.
         while let Ok(input) = inputs.try_recv() {
             controller.accept(input).await;
         }
         controller.rebuild_slice_index();
-        controller.queue.clear();
-        controller.queued.clear();
+        controller
+            .queue
+            .retain(|work| !matches!(work, Work::Service(_)));
+        controller
+            .queued
+            .retain(|work| !matches!(work, Work::Service(_)));
         controller.enqueue_all();
         tracing::info!(op = "startup", node = %controller.settings.node, services = controller.queue.len(), "caches synced; first full pass");
         controller.drain(&mut inputs).await;

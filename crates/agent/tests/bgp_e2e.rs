@@ -122,24 +122,6 @@ fn apply_bgp_config_with(c: &Cluster, v6: bool) -> Result<()> {
     Ok(())
 }
 
-/// The next hops zebra installed for `prefix` (empty when there is no such route).
-fn rib_next_hops(frr: &Frr, prefix: &str) -> Result<Vec<String>> {
-    let afi = if prefix.contains(':') { "ipv6" } else { "ip" };
-    let v = frr.vtysh_json(&format!("show {afi} route {prefix} json"))?;
-    let mut hops: Vec<String> = v[prefix]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|r| r["selected"] == true)
-        .flat_map(|r| r["nexthops"].as_array().cloned().unwrap_or_default())
-        .filter(|h| h["active"] == true)
-        .filter_map(|h| h["ip"].as_str().map(str::to_owned))
-        .collect();
-    hops.sort();
-    hops.dedup();
-    Ok(hops)
-}
-
 fn node_ips(c: &Cluster, nodes: &[usize], v6: bool) -> Vec<String> {
     let mut v: Vec<String> = nodes
         .iter()
@@ -156,21 +138,13 @@ fn node_ips(c: &Cluster, nodes: &[usize], v6: bool) -> Vec<String> {
 }
 
 fn wait_next_hops(c: &Cluster, frr: &Frr, prefix: &str, nodes: &[usize]) -> Result<()> {
-    // FRR keys routes by the canonical spelling (2001:db8:2::/64, not 2001:db8:2:0::/64).
-    let prefix = &match prefix.split_once('/') {
-        Some((addr, len)) => match addr.parse::<IpAddr>() {
-            Ok(a) => format!("{a}/{len}"),
-            Err(_) => prefix.to_owned(),
-        },
-        None => prefix.to_owned(),
-    };
     let want = node_ips(c, nodes, prefix.contains(':'));
     wait_for(
         TIMEOUT,
         &format!("{prefix} via {want:?} in the router's RIB"),
         || {
             c.ensure_agents_running()?;
-            let got = rib_next_hops(frr, prefix)?;
+            let got = frr.rib_next_hops(prefix)?;
             Ok((got == want).then_some(()))
         },
     )

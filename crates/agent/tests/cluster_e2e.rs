@@ -110,6 +110,8 @@ impl std::ops::DerefMut for ClusterMut {
 /// A namespace of its own for a test, deleted at the end.
 struct TestNs {
     name: String,
+    kubeenv: PathBuf,
+    kubeconfig: PathBuf,
 }
 
 impl TestNs {
@@ -127,18 +129,22 @@ impl TestNs {
                     .then_some(()),
             )
         })?;
-        Ok(TestNs { name })
+        Ok(TestNs {
+            name,
+            kubeenv: c.control_plane().kubeenv_bin().to_owned(),
+            kubeconfig: c.control_plane().kubeconfig_path().to_owned(),
+        })
     }
 }
 
 impl Drop for TestNs {
     fn drop(&mut self) {
-        if let Some(Ok(lock)) = CLUSTER.get()
-            && let Ok(guard) = lock.try_read()
-            && let Some(c) = guard.as_ref()
-        {
-            let _ = c.kubectl(&["delete", "namespace", &self.name, "--wait=false"]);
-        }
+        let _ = std::process::Command::new(&self.kubeenv)
+            .arg("kubectl")
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(["delete", "namespace", &self.name, "--wait=false"])
+            .output();
     }
 }
 
@@ -158,8 +164,22 @@ fn pods_of(c: &Cluster, ns: &str, app: &str) -> Result<BTreeSet<String>> {
 }
 
 /// The pod that answers `ip:80` from `from` (a lab namespace, or the host).
-fn answer_from(from: Option<&netlab::Ns>, ip: IpAddr) -> Result<String> {
-    let body = ask(from.map(netlab::Ns::netns), ip, TIMEOUT)?;
+fn answer_from(c: &Cluster, from: Option<&netlab::Ns>, ip: IpAddr) -> Result<String> {
+    let body = ask(from.map(netlab::Ns::netns), ip, TIMEOUT).with_context(|| {
+        let router = c.router().map(|r| r.ns().clone());
+        format!(
+            "{ip} is on {:?}; the router's neighbours: {}; routes: {}",
+            holder(c, ip),
+            router
+                .as_ref()
+                .map(|r| r.ip(&["neigh"]).unwrap_or_default())
+                .unwrap_or_default(),
+            router
+                .as_ref()
+                .map(|r| r.ip(&["route", "get", &ip.to_string()]).unwrap_or_default())
+                .unwrap_or_default(),
+        )
+    })?;
     answering_pod(&body).with_context(|| format!("no pod in {body:?}"))
 }
 
@@ -191,16 +211,19 @@ fn the_install_runs_as_pods_on_ready_nodes() -> Result<()> {
     for n in &c.nodes {
         assert!(nodes.contains(&n.name), "{nodes}");
     }
-    let ready = c.kubectl_text(&[
-        "-n",
-        INSTALL_NS,
-        "get",
-        "daemonset",
-        "lbnodeagent",
-        "-o",
-        "jsonpath={.status.numberReady}",
-    ])?;
-    assert_eq!(ready.trim(), c.nodes.len().to_string(), "agents ready");
+    let nodes_count = c.nodes.len().to_string();
+    wait_for(TIMEOUT, "an agent ready on every node", || {
+        let ready = c.kubectl_text(&[
+            "-n",
+            INSTALL_NS,
+            "get",
+            "daemonset",
+            "lbnodeagent",
+            "-o",
+            "jsonpath={.status.numberReady}",
+        ])?;
+        Ok((ready.trim() == nodes_count).then_some(()))
+    })?;
     let available = c.kubectl_text(&[
         "-n",
         INSTALL_NS,
@@ -363,7 +386,7 @@ fn local_and_remote_addresses_carry_traffic_to_backend_pods() -> Result<()> {
     let other_node = &c.nodes[3].ns;
     for ip in &ips {
         for from in [Some(client), None, Some(other_node)] {
-            let pod = answer_from(from, *ip)?;
+            let pod = answer_from(&c, from, *ip)?;
             assert!(
                 pods.contains(&pod),
                 "{pod} answered {ip}, not one of {pods:?}"
@@ -373,20 +396,6 @@ fn local_and_remote_addresses_carry_traffic_to_backend_pods() -> Result<()> {
     Ok(())
 }
 
-/// The router's next hops for `prefix`, sorted.
-fn next_hops(c: &Cluster, prefix: &str) -> Result<Vec<String>> {
-    let route = c.router()?.bgp_route(prefix)?;
-    let mut hops: Vec<String> = route
-        .iter()
-        .flat_map(|r| r["paths"].as_array().cloned().unwrap_or_default())
-        .flat_map(|p| p["nexthops"].as_array().cloned().unwrap_or_default())
-        .filter_map(|h| h["ip"].as_str().map(str::to_owned))
-        .collect();
-    hops.sort();
-    hops.dedup();
-    Ok(hops)
-}
-
 #[test]
 fn with_etp_local_only_nodes_with_a_ready_endpoint_announce() -> Result<()> {
     if !netlab::require_root() {
@@ -394,7 +403,8 @@ fn with_etp_local_only_nodes_with_a_ready_endpoint_announce() -> Result<()> {
     }
     let c = cluster();
     let ns = TestNs::new(&c, "etplocal")?;
-    c.deploy_web(&ns.name, "one", 1)?;
+    // On lan1, whose pool the local address comes from.
+    c.deploy_web_on(&ns.name, "one", 1, "{lab.purelb.io/lan: lan1}")?;
     let pod_node = c.kubectl_text(&[
         "-n",
         &ns.name,
@@ -417,10 +427,18 @@ fn with_etp_local_only_nodes_with_a_ready_endpoint_announce() -> Result<()> {
         "Local",
     ))?[0];
     let prefix = format!("{ip}/32");
+    let router = c.router()?;
     wait_for(TIMEOUT, &format!("{prefix} via {node_v4} only"), || {
-        Ok((next_hops(&c, &prefix)? == [node_v4.to_string()]).then_some(()))
+        Ok((router.rib_next_hops(&prefix)? == [node_v4.to_string()]).then_some(()))
+    })
+    .with_context(|| {
+        format!(
+            "the router's RIB: {:?}\n{}",
+            router.rib_next_hops(&prefix),
+            router.vtysh("show bgp ipv4 unicast").unwrap_or_default()
+        )
     })?;
-    let pod = answer_from(Some(c.host("client")?), ip)?;
+    let pod = answer_from(&c, Some(c.host("client")?), ip)?;
     assert!(pod.starts_with("one-"), "{pod}");
 
     // Local address, ETP Local: announced by the node with the endpoint.
@@ -436,7 +454,7 @@ fn with_etp_local_only_nodes_with_a_ready_endpoint_announce() -> Result<()> {
         let addrs = node.ns.ip(&["-o", "addr", "show"])?;
         Ok(addrs.contains(&format!(" {local}/")).then_some(()))
     })?;
-    let pod = answer_from(Some(c.host("client")?), local)?;
+    let pod = answer_from(&c, Some(c.host("client")?), local)?;
     assert!(pod.starts_with("one-"), "{pod}");
     Ok(())
 }
@@ -460,7 +478,8 @@ fn deleting_the_announcing_agent_pod_moves_the_local_address_at_once() -> Result
     if !netlab::require_root() {
         return Ok(());
     }
-    let c = cluster();
+    // Alone: the other tests expect every agent to be running.
+    let c = cluster_mut();
     let ns = TestNs::new(&c, "failover")?;
     c.deploy_web(&ns.name, "web", 3)?;
     let n = &ns.name;
@@ -473,7 +492,7 @@ fn deleting_the_announcing_agent_pod_moves_the_local_address_at_once() -> Result
         "Cluster",
     ))?[0];
     let client = c.host("client")?;
-    answer_from(Some(client), ip)?;
+    answer_from(&c, Some(client), ip)?;
     let first = wait_for(TIMEOUT, &format!("a node holding {ip}"), || holder(&c, ip))?;
     let agent = c.kubectl_text(&[
         "-n",
@@ -502,7 +521,7 @@ fn deleting_the_announcing_agent_pod_moves_the_local_address_at_once() -> Result
         || Ok(holder(&c, ip)?.filter(|n| n != &first)),
     )?;
     let moved = deleted.elapsed();
-    answer_from(Some(client), ip)?;
+    answer_from(&c, Some(client), ip)?;
     eprintln!(
         "failover on agent pod deletion: {ip} from {first} to {second} in {moved:?}, answering after {:?}",
         deleted.elapsed()
@@ -553,14 +572,33 @@ fn the_guard_drops_lab_traffic_towards_interfaces_the_lab_did_not_make() -> Resu
         "dev",
         &host_if,
     ])?;
+    // The bait's far end counts IPv4 packets only (its own IPv6 link-local
+    // traffic does not count).
+    bait.exec(&[
+        "nft",
+        "add table ip bait; add chain ip bait input { type filter hook prerouting priority 0; }; \
+         add rule ip bait input iifname bait0 counter",
+    ])?;
+    let received = || -> Result<u64> {
+        let out = bait.exec(&["nft", "-j", "list", "table", "ip", "bait"])?;
+        let json: serde_json::Value = serde_json::from_str(&out)?;
+        Ok(json["nftables"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|i| i["rule"]["expr"].as_array())
+            .flatten()
+            .find_map(|e| e["counter"]["packets"].as_u64())
+            .unwrap_or(0))
+    };
     let before = c.guard().dropped_packets()?;
     let sent = std::net::UdpSocket::bind("0.0.0.0:0")?.send_to(b"x", (target, 9));
     let after = c.guard().dropped_packets()?;
-    let received = bait.exec(&["cat", "/sys/class/net/bait0/statistics/rx_packets"])?;
+    let arrived = received()?;
     let _ = netlab_host(&["ip", "link", "delete", &host_if]);
     assert!(sent.is_err(), "the guard lets {target} through: {sent:?}");
     assert!(after > before, "guard counter {before} -> {after}");
-    assert_eq!(received.trim(), "0", "packets reached the bait");
+    assert_eq!(arrived, 0, "packets reached the bait");
     Ok(())
 }
 

@@ -3,9 +3,10 @@
 //! a cgroup root of its own, and the lab's images imported.
 //!
 //! What this machine needs that a real node does not: the kubelet is entered
-//! with `nsenter --net` (so `/sys` keeps its cgroup mounts), and containerd
+//! with `nsenter --net` (so `/sys` keeps its cgroup mounts), containerd
 //! clamps oom_score_adj to its own (`restrict_oom_score_adj`), since root here
-//! cannot lower it (no CAP_SYS_RESOURCE).
+//! cannot lower it (no CAP_SYS_RESOURCE), and `kube-lb0` is made beforehand
+//! as an `ifb` link where the kernel has no `dummy` links.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
@@ -23,6 +24,8 @@ const CGROUP_HIERARCHIES: &[&str] = &[
 const CGROUP_FS: &str = "/sys/fs/cgroup";
 /// Debian's containernetworking-plugins.
 const CNI_BIN_DIR: &str = "/usr/lib/cni";
+/// The dummy interface of the lab's LBNodeAgent (`deploy/defaults`).
+const DUMMY_INTERFACE: &str = "kube-lb0";
 /// The sandbox image every node imports (the lab's `pause`).
 pub const PAUSE_IMAGE: &str = "localhost/purelb-lab/pause:1";
 
@@ -67,6 +70,7 @@ impl KubeNode {
             std::fs::create_dir_all(dir.join(sub))?;
         }
         make_cgroup(&cgroup)?;
+        add_dummy_stand_in(&ns)?;
         ns.exec(&[
             "sysctl",
             "-qw",
@@ -230,6 +234,20 @@ impl KubeNode {
     pub fn kubelet_log(&self) -> String {
         self.kubelet.as_ref().map(Proc::log).unwrap_or_default()
     }
+}
+
+/// The link PureLB's agent puts remote addresses on: where this kernel cannot
+/// make `dummy` links, an `ifb` link of the same name, which the agent uses
+/// as it would the dummy it creates elsewhere.
+fn add_dummy_stand_in(ns: &Ns) -> Result<()> {
+    let probe = ns.output(&["ip", "link", "add", "plbprobe0", "type", "dummy"])?;
+    if probe.status.success() {
+        ns.ip(&["link", "delete", "plbprobe0"])?;
+        return Ok(());
+    }
+    ns.ip(&["link", "add", DUMMY_INTERFACE, "type", "ifb"])?;
+    ns.ip(&["link", "set", DUMMY_INTERFACE, "up"])?;
+    Ok(())
 }
 
 /// Starts the node's containerd, waits for its socket and imports `images`.

@@ -47,6 +47,18 @@ impl Cluster {
     /// A Deployment of the web image, spread over the nodes; returns once it
     /// has rolled out.
     pub fn deploy_web(&self, namespace: &str, name: &str, replicas: u32) -> Result<()> {
+        self.deploy_web_on(namespace, name, replicas, "{}")
+    }
+
+    /// [`deploy_web`](Self::deploy_web) on the nodes `node_selector` (a YAML
+    /// map of labels) selects.
+    pub fn deploy_web_on(
+        &self,
+        namespace: &str,
+        name: &str,
+        replicas: u32,
+        node_selector: &str,
+    ) -> Result<()> {
         self.apply_yaml(&format!(
             r#"
 apiVersion: apps/v1
@@ -58,6 +70,7 @@ spec:
   template:
     metadata: {{labels: {{app: {name}}}}}
     spec:
+      nodeSelector: {node_selector}
       topologySpreadConstraints:
       - maxSkew: 1
         topologyKey: kubernetes.io/hostname

@@ -199,6 +199,33 @@ impl Frr {
         .map_err(|e| self.with_summary(e))
     }
 
+    /// The next hops zebra installed for `prefix`, sorted (empty when there
+    /// is no such route): where the router forwards. `prefix` in any spelling.
+    pub fn rib_next_hops(&self, prefix: &str) -> Result<Vec<String>> {
+        // FRR keys routes by the canonical spelling (2001:db8:2::/64, not 2001:db8:2:0::/64).
+        let prefix = match prefix.split_once('/') {
+            Some((addr, len)) => match addr.parse::<std::net::IpAddr>() {
+                Ok(a) => format!("{a}/{len}"),
+                Err(_) => prefix.to_owned(),
+            },
+            None => prefix.to_owned(),
+        };
+        let afi = if prefix.contains(':') { "ipv6" } else { "ip" };
+        let v = self.vtysh_json(&format!("show {afi} route {prefix} json"))?;
+        let mut hops: Vec<String> = v[&prefix]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|r| r["selected"] == true)
+            .flat_map(|r| r["nexthops"].as_array().cloned().unwrap_or_default())
+            .filter(|h| h["active"] == true)
+            .filter_map(|h| h["ip"].as_str().map(str::to_owned))
+            .collect();
+        hops.sort();
+        hops.dedup();
+        Ok(hops)
+    }
+
     /// The `show bgp ipv4 unicast json` / `ipv6` route entry for `prefix`
     /// (a JSON array of paths), if present.
     pub fn bgp_route(&self, prefix: &str) -> Result<Option<Value>> {
