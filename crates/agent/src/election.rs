@@ -411,6 +411,12 @@ impl Runtime {
                         self.healthy = false;
                         self.metrics.lease_healthy.set(0);
                         self.publish_view(None);
+                        if renewing {
+                            // A renewal landing between our read and the delete
+                            // would fail the delete's resourceVersion precondition.
+                            let _ = renewed.recv().await;
+                            renewing = false;
+                        }
                         self.delete_own_lease().await;
                         let _ = done.send(());
                     }
@@ -596,6 +602,30 @@ impl Runtime {
 
     /// Graceful shutdown: delete the lease only if it is still this instance's.
     async fn delete_own_lease(&self) {
+        // A write by someone else between the read and the delete (409) means
+        // reading again: the lease may still be ours.
+        for _ in 0..3 {
+            match self.try_delete_own_lease().await {
+                Err(kube::Error::Api(status)) if status.code == 409 => {
+                    tracing::info!(
+                        op = "election",
+                        "own lease changed while deleting it; reading it again"
+                    );
+                }
+                Err(error) => {
+                    tracing::warn!(op = "election", %error, "deleting own lease failed");
+                    return;
+                }
+                Ok(()) => return,
+            }
+        }
+        tracing::warn!(op = "election", "own lease kept changing; left for expiry");
+    }
+
+    /// Deletes our lease if it is still ours (instance annotation), with the
+    /// resourceVersion read as precondition. `Ok` also when there is nothing
+    /// to delete or it timed out (logged).
+    async fn try_delete_own_lease(&self) -> Result<(), kube::Error> {
         let name = lease::lease_name(&self.identity.node);
         let current = match tokio::time::timeout(
             self.timing.retry_period,
@@ -604,17 +634,14 @@ impl Runtime {
         .await
         {
             Ok(Ok(Some(l))) => l,
-            Ok(Ok(None)) => return,
-            Ok(Err(error)) => {
-                tracing::warn!(op = "election", %error, "reading own lease before deleting it failed");
-                return;
-            }
+            Ok(Ok(None)) => return Ok(()),
+            Ok(Err(error)) => return Err(error),
             Err(_) => {
                 tracing::warn!(
                     op = "election",
                     "reading own lease before deleting it timed out"
                 );
-                return;
+                return Ok(());
             }
         };
         let instance = current
@@ -627,7 +654,7 @@ impl Runtime {
                 op = "election",
                 "own lease belongs to another instance; leaving it"
             );
-            return;
+            return Ok(());
         }
         let params = DeleteParams::default().preconditions(Preconditions {
             resource_version: current.metadata.resource_version.clone(),
@@ -636,9 +663,15 @@ impl Runtime {
         match tokio::time::timeout(self.timing.retry_period, self.leases.delete(&name, &params))
             .await
         {
-            Ok(Ok(_)) => tracing::info!(op = "election", lease = %name, "lease deleted"),
-            Ok(Err(error)) => tracing::warn!(op = "election", %error, "deleting own lease failed"),
-            Err(_) => tracing::warn!(op = "election", "deleting own lease timed out"),
+            Ok(Ok(_)) => {
+                tracing::info!(op = "election", lease = %name, "lease deleted");
+                Ok(())
+            }
+            Ok(Err(error)) => Err(error),
+            Err(_) => {
+                tracing::warn!(op = "election", "deleting own lease timed out");
+                Ok(())
+            }
         }
     }
 }

@@ -15,7 +15,7 @@ use std::sync::{OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use testbed::cluster::workload::{Families, LbService, answering_pod, ask};
+use testbed::cluster::workload::{Families, LbService, Prober, answering_pod, ask};
 use testbed::cluster::{self, Cluster};
 use testbed::netlab::{self, wait_for};
 
@@ -267,11 +267,31 @@ fn the_install_runs_as_pods_on_ready_nodes() -> Result<()> {
         Ok((!logs.is_empty()).then_some(logs))
     })?;
     assert!(logs.contains('{'), "JSON logs from the allocator: {logs}");
+    // `kubectl get bgpns` shows every node's speaker with its sessions up.
+    wait_for(TIMEOUT, "a healthy BGPNodeStatus per node", || {
+        let table = c.kubectl_text(&["get", "bgpns", "-A"])?;
+        let healthy = c
+            .nodes
+            .iter()
+            .filter(|n| {
+                table.lines().any(|l| {
+                    l.split_whitespace().nth(1) == Some(n.name.as_str()) && l.contains("true")
+                })
+            })
+            .count();
+        Ok((healthy == c.nodes.len()).then_some(()))
+    })?;
     Ok(())
 }
 
-/// The status of the process running `exe` in a container on `node`.
-fn container_process_status(c: &Cluster, node: &str, exe: &str) -> Result<String> {
+/// The status of the process running `exe` in a container on `node` (of the
+/// pod with uid `pod`, when given).
+fn container_process_status(
+    c: &Cluster,
+    node: &str,
+    exe: &str,
+    pod: Option<&str>,
+) -> Result<String> {
     let node = c.node(node)?;
     wait_for(TIMEOUT, &format!("{exe} running on {}", node.name), || {
         for entry in std::fs::read_dir("/proc")?.flatten() {
@@ -285,6 +305,11 @@ fn container_process_status(c: &Cluster, node: &str, exe: &str) -> Result<String
             }
             let cgroup = std::fs::read_to_string(path.join("cgroup")).unwrap_or_default();
             if !cgroup.contains(&format!("/{}", node_cgroup(c, &node.name))) {
+                continue;
+            }
+            if let Some(uid) = pod
+                && !cgroup.contains(&format!("pod{uid}"))
+            {
                 continue;
             }
             return Ok(Some(std::fs::read_to_string(path.join("status"))?));
@@ -312,7 +337,7 @@ fn the_agent_runs_as_nobody_with_exactly_three_capabilities_and_the_allocator_wi
     }
     let c = cluster();
     let node = c.nodes[0].name.clone();
-    let agent = container_process_status(&c, &node, "/usr/local/bin/lbnodeagent")?;
+    let agent = container_process_status(&c, &node, "/usr/local/bin/lbnodeagent", None)?;
     assert_eq!(status_field(&agent, "Uid:"), "65534\t65534\t65534\t65534");
     // NET_BIND_SERVICE (10), NET_ADMIN (12), NET_RAW (13).
     assert_eq!(
@@ -338,7 +363,7 @@ fn the_agent_runs_as_nobody_with_exactly_three_capabilities_and_the_allocator_wi
         "jsonpath={.items[0].spec.nodeName}",
     ])?;
     let allocator =
-        container_process_status(&c, allocator_node.trim(), "/usr/local/bin/allocator")?;
+        container_process_status(&c, allocator_node.trim(), "/usr/local/bin/allocator", None)?;
     assert_eq!(
         status_field(&allocator, "Uid:"),
         "65534\t65534\t65534\t65534"
@@ -397,7 +422,7 @@ fn local_and_remote_addresses_carry_traffic_to_backend_pods() -> Result<()> {
 }
 
 #[test]
-fn with_etp_local_only_nodes_with_a_ready_endpoint_announce() -> Result<()> {
+fn with_etp_local_only_nodes_with_a_ready_endpoint_announce_remote_addresses() -> Result<()> {
     if !netlab::require_root() {
         return Ok(());
     }
@@ -441,7 +466,9 @@ fn with_etp_local_only_nodes_with_a_ready_endpoint_announce() -> Result<()> {
     let pod = answer_from(&c, Some(c.host("client")?), ip)?;
     assert!(pod.starts_with("one-"), "{pod}");
 
-    // Local address, ETP Local: announced by the node with the endpoint.
+    // A local address with ETP Local: PureLB overrides the policy to Cluster
+    // (a local address lives on one node, which may have no endpoint), says so
+    // in an Event, and the elected node announces it.
     let local = c.lb_service(&service(
         n,
         "local",
@@ -450,18 +477,46 @@ fn with_etp_local_only_nodes_with_a_ready_endpoint_announce() -> Result<()> {
         Families::Ipv4,
         "Local",
     ))?[0];
-    wait_for(TIMEOUT, &format!("{local} on {}", node.name), || {
-        let addrs = node.ns.ip(&["-o", "addr", "show"])?;
-        Ok(addrs.contains(&format!(" {local}/")).then_some(()))
-    })?;
-    let pod = answer_from(&c, Some(c.host("client")?), local)?;
+    wait_for(
+        TIMEOUT,
+        "externalTrafficPolicy overridden to Cluster",
+        || {
+            let etp = c.kubectl_text(&[
+                "-n",
+                n,
+                "get",
+                "service",
+                "local",
+                "-o",
+                "jsonpath={.spec.externalTrafficPolicy}",
+            ])?;
+            Ok((etp == "Cluster").then_some(()))
+        },
+    )?;
+    let events = c.kubectl_text(&[
+        "-n",
+        n,
+        "get",
+        "events",
+        "--field-selector",
+        "reason=LocalOverride",
+    ])?;
+    assert!(events.contains("service/local"), "{events}");
+    let pod = answer_from(&c, Some(c.host("client")?), local)
+        .with_context(|| agent_logs_about(&c, &local.to_string()))?;
     assert!(pod.starts_with("one-"), "{pod}");
     Ok(())
 }
 
 /// The node whose interfaces hold `ip`, if any.
 fn holder(c: &Cluster, ip: IpAddr) -> Result<Option<String>> {
-    for n in &c.nodes {
+    holder_other_than(c, ip, "")
+}
+
+/// A node other than `not` whose interfaces hold `ip` (a dead node keeps its
+/// addresses, as a machine that lost power does).
+fn holder_other_than(c: &Cluster, ip: IpAddr, not: &str) -> Result<Option<String>> {
+    for n in c.nodes.iter().filter(|n| n.name != not) {
         let addrs = n.ns.ip(&["-o", "addr", "show"])?;
         if addrs
             .lines()
@@ -473,28 +528,35 @@ fn holder(c: &Cluster, ip: IpAddr) -> Result<Option<String>> {
     Ok(None)
 }
 
-#[test]
-fn deleting_the_announcing_agent_pod_moves_the_local_address_at_once() -> Result<()> {
-    if !netlab::require_root() {
-        return Ok(());
+/// What every agent logged about `needle` (an address, a Service), and the
+/// Services' events: for a failure's context.
+fn agent_logs_about(c: &Cluster, needle: &str) -> String {
+    let mut out = String::new();
+    for n in &c.nodes {
+        let pod = agent_pod_on(c, &n.name).unwrap_or_default();
+        let logs = c
+            .kubectl_text(&["-n", INSTALL_NS, "logs", &pod])
+            .unwrap_or_default();
+        for line in logs.lines().filter(|l| l.contains(needle)) {
+            out.push_str(&format!("{}: {line}\n", n.name));
+        }
     }
-    // Alone: the other tests expect every agent to be running.
-    let c = cluster_mut();
-    let ns = TestNs::new(&c, "failover")?;
-    c.deploy_web(&ns.name, "web", 3)?;
-    let n = &ns.name;
-    let ip = c.lb_service(&service(
-        n,
-        "local",
-        "web",
-        "default",
-        Families::Ipv4,
-        "Cluster",
-    ))?[0];
-    let client = c.host("client")?;
-    answer_from(&c, Some(client), ip)?;
-    let first = wait_for(TIMEOUT, &format!("a node holding {ip}"), || holder(&c, ip))?;
-    let agent = c.kubectl_text(&[
+    out.push_str(
+        &c.kubectl_text(&[
+            "get",
+            "events",
+            "-A",
+            "--field-selector",
+            "involvedObject.kind=Service",
+        ])
+        .unwrap_or_default(),
+    );
+    out
+}
+
+/// The agent pod on `node`.
+fn agent_pod_on(c: &Cluster, node: &str) -> Result<String> {
+    let name = c.kubectl_text(&[
         "-n",
         INSTALL_NS,
         "get",
@@ -502,39 +564,380 @@ fn deleting_the_announcing_agent_pod_moves_the_local_address_at_once() -> Result
         "-l",
         "component=lbnodeagent",
         "--field-selector",
-        &format!("spec.nodeName={first}"),
+        &format!("spec.nodeName={node}"),
         "-o",
         "jsonpath={.items[0].metadata.name}",
     ])?;
-    let deleted = Instant::now();
-    c.kubectl(&[
+    Ok(name.trim().to_owned())
+}
+
+/// The uid of `node`'s election Lease (a new one after a delete and re-create).
+fn lease_uid(c: &Cluster, node: &str) -> Result<String> {
+    Ok(c.kubectl_text(&[
         "-n",
         INSTALL_NS,
-        "delete",
-        "pod",
-        agent.trim(),
-        "--wait=false",
-    ])?;
-    let second = wait_for(
-        TIMEOUT,
-        &format!("{ip} on a node other than {first}"),
-        || Ok(holder(&c, ip)?.filter(|n| n != &first)),
-    )?;
-    let moved = deleted.elapsed();
-    answer_from(&c, Some(client), ip)?;
-    eprintln!(
-        "failover on agent pod deletion: {ip} from {first} to {second} in {moved:?}, answering after {:?}",
-        deleted.elapsed()
-    );
-    // The DaemonSet brings the agent back.
+        "get",
+        "lease",
+        &format!("purelb-node-{node}"),
+        "-o",
+        "jsonpath={.metadata.uid}",
+    ])?
+    .trim()
+    .to_owned())
+}
+
+fn wait_agents_rolled_out(c: &Cluster) -> Result<()> {
     c.kubectl(&[
         "-n",
         INSTALL_NS,
         "rollout",
         "status",
         "daemonset/lbnodeagent",
-        "--timeout=120s",
+        "--timeout=180s",
     ])?;
+    Ok(())
+}
+
+/// The agents' lease duration (deploy/base/lbnodeagent.yaml): what a lost
+/// handover would cost a client.
+const LEASE_DURATION: Duration = Duration::from_secs(10);
+
+/// A Deployment and a local IPv4 Service for a failover test; returns the
+/// address once it answers and the node holding it.
+fn failover_service(c: &Cluster, ns: &str, group: &str) -> Result<(IpAddr, String)> {
+    c.deploy_web(ns, "web", 3)?;
+    let ip = c.lb_service(&service(ns, "svc", "web", group, Families::Ipv4, "Cluster"))?[0];
+    answer_from(c, Some(c.host("client")?), ip)?;
+    let node = wait_for(TIMEOUT, &format!("a node holding {ip}"), || holder(c, ip))?;
+    Ok((ip, node))
+}
+
+#[test]
+fn graceful_agent_stops_hand_over_at_once_every_time() -> Result<()> {
+    if !netlab::require_root() {
+        return Ok(());
+    }
+    // Alone: the other tests expect every agent to be running.
+    let c = cluster_mut();
+    let ns = TestNs::new(&c, "graceful")?;
+    let (ip, mut node) = failover_service(&c, &ns.name, "default")?;
+    let client = c.host("client")?.netns().to_owned();
+    for round in 1..=4 {
+        let uid = lease_uid(&c, &node)?;
+        let prober = Prober::start(Some(client.clone()), ip, Duration::from_millis(20));
+        let agent = agent_pod_on(&c, &node)?;
+        let deleted = Instant::now();
+        c.kubectl(&["-n", INSTALL_NS, "delete", "pod", &agent, "--wait=false"])?;
+        let next = wait_for(
+            TIMEOUT,
+            &format!("{ip} on a node other than {node}"),
+            || Ok(holder(&c, ip)?.filter(|n| n != &node)),
+        )?;
+        let moved = deleted.elapsed();
+        answer_from(&c, Some(c.host("client")?), ip)?;
+        let seen = prober.finish();
+        eprintln!(
+            "graceful stop {round}: {ip} from {node} to {next} in {moved:?}; the client's longest gap {:?} ({} answered, {} failed)",
+            seen.longest_gap, seen.answered, seen.failed
+        );
+        // The stopping agent deleted its Lease (a new one, with a new uid,
+        // comes with its replacement) rather than leaving it to expire.
+        wait_agents_rolled_out(&c)?;
+        let new_uid = wait_for(TIMEOUT, &format!("{node}'s Lease back"), || {
+            Ok(lease_uid(&c, &node).ok().filter(|u| !u.is_empty()))
+        })?;
+        assert_ne!(
+            uid, new_uid,
+            "round {round}: {node}'s Lease was not deleted"
+        );
+        assert!(
+            seen.longest_gap < LEASE_DURATION,
+            "round {round}: the client waited {:?}, as for an expired lease",
+            seen.longest_gap
+        );
+        node = next;
+    }
+    Ok(())
+}
+
+#[test]
+fn a_noexecute_taint_moves_the_local_address() -> Result<()> {
+    if !netlab::require_root() {
+        return Ok(());
+    }
+    let c = cluster_mut();
+    let ns = TestNs::new(&c, "taint")?;
+    let (ip, node) = failover_service(&c, &ns.name, "default")?;
+    let prober = Prober::start(
+        Some(c.host("client")?.netns().to_owned()),
+        ip,
+        Duration::from_millis(20),
+    );
+    let tainted = Instant::now();
+    c.kubectl(&["taint", "node", &node, "purelb-test/drain=now:NoExecute"])?;
+    let untaint = || c.kubectl(&["taint", "node", &node, "purelb-test/drain-"]);
+    let next = wait_for(TIMEOUT, &format!("{ip} off tainted {node}"), || {
+        Ok(holder(&c, ip)?.filter(|n| n != &node))
+    });
+    let moved = tainted.elapsed();
+    let seen = prober.finish();
+    untaint()?;
+    let next = next?;
+    eprintln!(
+        "NoExecute taint: {ip} from {node} to {next} in {moved:?}; the client's longest gap {:?}",
+        seen.longest_gap
+    );
+    assert!(seen.longest_gap < LEASE_DURATION, "{seen:?}");
+    wait_agents_rolled_out(&c)?;
+    Ok(())
+}
+
+#[test]
+fn node_death_moves_local_and_remote_addresses() -> Result<()> {
+    if !netlab::require_root() {
+        return Ok(());
+    }
+    let mut c = cluster_mut();
+    let ns = TestNs::new(&c, "death")?;
+    let (local, node) = failover_service(&c, &ns.name, "default")?;
+    let remote = c.lb_service(&service(
+        &ns.name,
+        "remote",
+        "web",
+        "remote",
+        Families::Ipv4,
+        "Cluster",
+    ))?[0];
+    let dead_v4 = c
+        .node(&node)?
+        .node_ips
+        .iter()
+        .find(|ip| ip.is_ipv4())
+        .context("node IPv4")?
+        .to_string();
+    let prefix = format!("{remote}/32");
+    let router = c.router()?.clone();
+    wait_for(TIMEOUT, &format!("{prefix} via {dead_v4}"), || {
+        Ok(router
+            .rib_next_hops(&prefix)?
+            .contains(&dead_v4)
+            .then_some(()))
+    })?;
+    let client = c.host("client")?.netns().to_owned();
+    let local_probe = Prober::start(Some(client.clone()), local, Duration::from_millis(50));
+    let killed = Instant::now();
+    c.node_mut(&node)?.kill()?;
+    let result = (|| -> Result<()> {
+        let next = wait_for(
+            Duration::from_secs(90),
+            &format!("{local} off dead {node}"),
+            || holder_other_than(&c, local, &node),
+        )?;
+        eprintln!(
+            "node death: {local} from {node} to {next} in {:?}",
+            killed.elapsed()
+        );
+        answer_from(&c, Some(c.host("client")?), local)?;
+        wait_for(
+            Duration::from_secs(90),
+            &format!("{prefix} no longer via {dead_v4}"),
+            || {
+                let hops = router.rib_next_hops(&prefix)?;
+                Ok((!hops.is_empty() && !hops.contains(&dead_v4)).then_some(()))
+            },
+        )?;
+        eprintln!(
+            "node death: the router dropped {dead_v4} for {prefix} after {:?}",
+            killed.elapsed()
+        );
+        answer_from(&c, Some(c.host("client")?), remote)?;
+        Ok(())
+    })();
+    let seen = local_probe.finish();
+    eprintln!(
+        "node death: the client's longest gap on {local}: {:?}",
+        seen.longest_gap
+    );
+    c.restart_node(&node)?;
+    c.wait_nodes_ready(Duration::from_secs(120))?;
+    wait_agents_rolled_out(&c)?;
+    result
+}
+
+#[test]
+fn a_daemonset_rolling_update_keeps_every_address_reachable() -> Result<()> {
+    if !netlab::require_root() {
+        return Ok(());
+    }
+    let c = cluster_mut();
+    let ns = TestNs::new(&c, "rolling")?;
+    let (local, _) = failover_service(&c, &ns.name, "default")?;
+    let remote = c.lb_service(&service(
+        &ns.name,
+        "remote",
+        "web",
+        "remote",
+        Families::Dual,
+        "Cluster",
+    ))?;
+    let client = c.host("client")?.netns().to_owned();
+    for ip in &remote {
+        answer_from(&c, Some(c.host("client")?), *ip)?;
+    }
+    let probers: Vec<(IpAddr, Prober)> = std::iter::once(local)
+        .chain(remote)
+        .map(|ip| {
+            (
+                ip,
+                Prober::start(Some(client.clone()), ip, Duration::from_millis(50)),
+            )
+        })
+        .collect();
+    let started = Instant::now();
+    c.kubectl(&[
+        "-n",
+        INSTALL_NS,
+        "patch",
+        "daemonset",
+        "lbnodeagent",
+        "--type=merge",
+        "-p",
+        &format!(
+            r#"{{"spec":{{"template":{{"metadata":{{"annotations":{{"purelb-test/rolled":"{}"}}}}}}}}}}"#,
+            std::process::id()
+        ),
+    ])?;
+    wait_agents_rolled_out(&c)?;
+    let rolled = started.elapsed();
+    for (ip, prober) in probers {
+        let seen = prober.finish();
+        eprintln!(
+            "DaemonSet rolling update ({rolled:?}): {ip}: longest gap {:?}, {} answered, {} failed",
+            seen.longest_gap, seen.answered, seen.failed
+        );
+        assert!(seen.longest_gap < LEASE_DURATION, "{ip}: {seen:?}");
+    }
+    Ok(())
+}
+
+/// Every address the Services in `ns` hold, by Service.
+fn all_addresses(c: &Cluster, ns: &str) -> Result<Vec<(String, String)>> {
+    let out = c.kubectl_text(&[
+        "-n",
+        ns,
+        "get",
+        "services",
+        "-o",
+        r#"jsonpath={range .items[*]}{.metadata.name}{" "}{.status.loadBalancer.ingress[*].ip}{"\n"}{end}"#,
+    ])?;
+    Ok(out
+        .lines()
+        .filter_map(|l| {
+            let (name, ips) = l.split_once(' ')?;
+            Some((name.to_owned(), ips.trim().to_owned()))
+        })
+        .collect())
+}
+
+#[test]
+fn allocator_rolling_update_and_leader_kill_lose_and_duplicate_nothing() -> Result<()> {
+    if !netlab::require_root() {
+        return Ok(());
+    }
+    let c = cluster_mut();
+    let ns = TestNs::new(&c, "alloc")?;
+    let create = |from: u32, to: u32| -> Result<()> {
+        let mut yaml = String::new();
+        for i in from..to {
+            yaml.push_str(&format!(
+                "---\napiVersion: v1\nkind: Service\nmetadata: {{name: s{i}, namespace: {ns}, annotations: {{purelb.io/service-group: remote}}}}\n\
+                 spec: {{type: LoadBalancer, selector: {{app: none}}, ports: [{{port: 80}}]}}\n",
+                ns = ns.name
+            ));
+        }
+        c.apply_yaml(&yaml)
+    };
+    create(0, 10)?;
+    c.kubectl(&[
+        "-n",
+        INSTALL_NS,
+        "patch",
+        "deployment",
+        "allocator",
+        "--type=merge",
+        "-p",
+        &format!(
+            r#"{{"spec":{{"template":{{"metadata":{{"annotations":{{"purelb-test/rolled":"{}"}}}}}}}}}}"#,
+            std::process::id()
+        ),
+    ])?;
+    create(10, 20)?;
+    c.kubectl(&[
+        "-n",
+        INSTALL_NS,
+        "rollout",
+        "status",
+        "deployment/allocator",
+        "--timeout=180s",
+    ])?;
+    // The leader, killed outright: its standby takes over once the Lease lapses.
+    // After the roll, once a new replica holds the Lease.
+    let leader_pod = wait_for(
+        Duration::from_secs(60),
+        "a running allocator leading",
+        || {
+            let leader = c.kubectl_text(&[
+                "-n",
+                INSTALL_NS,
+                "get",
+                "lease",
+                "purelb-allocator",
+                "-o",
+                "jsonpath={.spec.holderIdentity}",
+            ])?;
+            let pod = c
+            .kubectl_text(&[
+                "-n",
+                INSTALL_NS,
+                "get",
+                "pod",
+                leader.trim(),
+                "-o",
+                r#"jsonpath={.spec.nodeName}{" "}{.metadata.uid}{" "}{.metadata.deletionTimestamp}"#,
+            ])
+            .unwrap_or_default();
+            // Not one the roll is stopping.
+            Ok((pod.split_whitespace().count() == 2).then_some(pod))
+        },
+    )?;
+    let (leader_node, leader_uid) = leader_pod.trim().split_once(' ').context("node and uid")?;
+    let status = container_process_status(
+        &c,
+        leader_node,
+        "/usr/local/bin/allocator",
+        Some(leader_uid.trim()),
+    )?;
+    let pid: i32 = status_field(&status, "Pid:").parse()?;
+    // SAFETY: plain syscall on the allocator's pid.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    create(20, 30)?;
+    let addresses = wait_for(
+        Duration::from_secs(120),
+        "30 Services with an address",
+        || {
+            let all = all_addresses(&c, &ns.name)?;
+            Ok((all.len() == 30 && all.iter().all(|(_, ips)| !ips.is_empty())).then_some(all))
+        },
+    )?;
+    let mut seen = BTreeSet::new();
+    for (name, ips) in &addresses {
+        for ip in ips.split_whitespace() {
+            assert!(
+                seen.insert(ip.to_owned()),
+                "{ip} given twice ({name}): {addresses:?}"
+            );
+        }
+    }
     Ok(())
 }
 

@@ -24,6 +24,8 @@ const CGROUP_HIERARCHIES: &[&str] = &[
 const CGROUP_FS: &str = "/sys/fs/cgroup";
 /// Debian's containernetworking-plugins.
 const CNI_BIN_DIR: &str = "/usr/lib/cni";
+/// The nftables tables that make a killed node silent.
+const DEAD_TABLE: &str = "plb_dead_node";
 /// The dummy interface of the lab's LBNodeAgent (`deploy/defaults`).
 const DUMMY_INTERFACE: &str = "kube-lb0";
 /// The sandbox image every node imports (the lab's `pause`).
@@ -37,6 +39,8 @@ pub struct KubeNode {
     pub pod_cidrs: Vec<String>,
     pub node_labels: Vec<String>,
     pub mgmt: MgmtLink,
+    /// How long importing the images into its containerd took.
+    pub image_import_time: Duration,
     pub(crate) dir: PathBuf,
     pub(crate) cgroup: String,
     pub(crate) containerd: Proc,
@@ -89,7 +93,7 @@ impl KubeNode {
             ])
         })?;
         write(&dir.join("cni/10-lab.conflist"), &cni_config(plan, &dir))?;
-        let containerd = start_containerd(&ns, &dir, ctx.images)
+        let (containerd, image_import_time) = start_containerd(&ns, &dir, ctx.images)
             .with_context(|| format!("node {}", plan.ns.name))?;
         let mut node = KubeNode {
             name: plan.ns.name.clone(),
@@ -98,6 +102,7 @@ impl KubeNode {
             pod_cidrs: plan.pod_cidrs.clone(),
             node_labels: plan.node_labels.clone(),
             mgmt,
+            image_import_time,
             dir,
             cgroup,
             containerd,
@@ -111,8 +116,13 @@ impl KubeNode {
 
     /// Starts containerd, the kubelet and kube-proxy again after [`kill`](Self::kill).
     pub(crate) fn restart(&mut self, ctx: &NodeContext<'_>) -> Result<()> {
+        for family in ["arp", "inet"] {
+            let _ = self
+                .ns
+                .exec(&["nft", &format!("delete table {family} {DEAD_TABLE}")]);
+        }
         make_cgroup(&self.cgroup)?;
-        self.containerd = start_containerd(&self.ns, &self.dir, &[])?;
+        self.containerd = start_containerd(&self.ns, &self.dir, &[])?.0;
         self.start_kubelet(ctx)?;
         self.start_proxy(ctx)
     }
@@ -216,8 +226,25 @@ impl KubeNode {
     }
 
     /// Kills the node as a power cut would: kubelet, kube-proxy, containerd
-    /// and every process of its pods, at once.
+    /// and every process of its pods at once, and from then on the node
+    /// neither sends nor answers anything (ARP and NDP included), though the
+    /// addresses its agent held stay on its interfaces, as on a dead machine.
     pub fn kill(&mut self) -> Result<()> {
+        self.ns.exec(&[
+            "nft",
+            &format!(
+                "add table arp {DEAD_TABLE}; \
+                 add chain arp {DEAD_TABLE} in {{ type filter hook input priority -300; policy drop; }}; \
+                 add chain arp {DEAD_TABLE} out {{ type filter hook output priority -300; policy drop; }}; \
+                 add table inet {DEAD_TABLE}; \
+                 add chain inet {DEAD_TABLE} in {{ type filter hook prerouting priority -300; policy drop; }}; \
+                 add chain inet {DEAD_TABLE} out {{ type filter hook output priority -300; policy drop; }}"
+            ),
+        ])?;
+        self.stop_processes()
+    }
+
+    pub(crate) fn stop_processes(&mut self) -> Result<()> {
         for p in [self.kubelet.take(), self.proxy.take()]
             .into_iter()
             .flatten()
@@ -250,8 +277,9 @@ fn add_dummy_stand_in(ns: &Ns) -> Result<()> {
     Ok(())
 }
 
-/// Starts the node's containerd, waits for its socket and imports `images`.
-fn start_containerd(ns: &Ns, dir: &Path, images: &[PathBuf]) -> Result<Proc> {
+/// Starts the node's containerd, waits for its socket and imports `images`;
+/// returns it and how long the import took.
+fn start_containerd(ns: &Ns, dir: &Path, images: &[PathBuf]) -> Result<(Proc, Duration)> {
     let socket = dir.join("containerd/containerd.sock");
     let config = dir.join("containerd/config.toml");
     write(&config, &containerd_config(dir, &socket))?;
@@ -265,11 +293,12 @@ fn start_containerd(ns: &Ns, dir: &Path, images: &[PathBuf]) -> Result<Proc> {
         }
         Ok(ctr(&socket, &["version"]).is_ok())
     })?;
+    let importing = std::time::Instant::now();
     for image in images {
         ctr(&socket, &["images", "import", &path(image)])
             .with_context(|| format!("importing {}", image.display()))?;
     }
-    Ok(containerd)
+    Ok((containerd, importing.elapsed()))
 }
 
 fn containerd_config(dir: &Path, socket: &Path) -> String {

@@ -444,8 +444,9 @@ impl Cluster {
             .expect("the guard lives as long as the cluster")
     }
 
-    /// Restarts a node that [`KubeNode::kill`] killed: containerd, the
-    /// kubelet and kube-proxy come back; its pods are recreated by the kubelet.
+    /// Restarts a node that [`KubeNode::kill`] killed: it talks again, and
+    /// containerd, the kubelet and kube-proxy come back; the kubelet recreates
+    /// its pods.
     pub fn restart_node(&mut self, name: &str) -> Result<()> {
         let kubeenv = self.control_plane.kubeenv_bin().to_owned();
         let ca_file = self.control_plane.certs_dir().join("ca.crt");
@@ -528,7 +529,7 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         for node in &mut self.nodes {
-            let _ = node.kill();
+            let _ = node.stop_processes();
         }
         for node in &self.nodes {
             kubenode::remove_cgroup(&node.cgroup);

@@ -283,10 +283,10 @@ impl LabPlan {
                 if !is_add {
                     continue;
                 }
-                if let Some(net) = argv.iter().find_map(|w| network_of(w)) {
-                    if !out.contains(&net) {
-                        out.push(net);
-                    }
+                if let Some(net) = argv.iter().find_map(|w| network_of(w))
+                    && !out.contains(&net)
+                {
+                    out.push(net);
                 }
             }
         }

@@ -181,3 +181,59 @@ pub fn answering_pod(body: &str) -> Option<String> {
         .find_map(|w| w.strip_prefix("pod="))
         .map(str::to_owned)
 }
+
+/// Requests to one address, every `interval`, on a thread of its own, until
+/// [`Prober::finish`]: what a client saw during a failover.
+pub struct Prober {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<ProbeReport>,
+}
+
+/// What a [`Prober`] saw.
+#[derive(Debug, Clone, Default)]
+pub struct ProbeReport {
+    pub answered: u32,
+    pub failed: u32,
+    /// The longest time between two answers (or from the start to the first).
+    pub longest_gap: Duration,
+    /// Pods that answered, in order of first answer.
+    pub pods: Vec<String>,
+}
+
+impl Prober {
+    /// Starts asking `ip:80` from the network namespace `from` (the host when `None`).
+    pub fn start(from: Option<String>, ip: IpAddr, interval: Duration) -> Prober {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopping = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut report = ProbeReport::default();
+            let mut last_answer = std::time::Instant::now();
+            while !stopping.load(std::sync::atomic::Ordering::Relaxed) {
+                let asked = std::time::Instant::now();
+                match http_get(from.as_deref(), SocketAddr::new(ip, 80), interval * 10) {
+                    Ok(body) => {
+                        report.answered += 1;
+                        report.longest_gap = report.longest_gap.max(asked - last_answer);
+                        last_answer = asked;
+                        if let Some(pod) = answering_pod(&body)
+                            && !report.pods.contains(&pod)
+                        {
+                            report.pods.push(pod);
+                        }
+                    }
+                    Err(_) => report.failed += 1,
+                }
+                std::thread::sleep(interval.saturating_sub(asked.elapsed()));
+            }
+            report.longest_gap = report.longest_gap.max(last_answer.elapsed());
+            report
+        });
+        Prober { stop, thread }
+    }
+
+    /// Stops asking and returns what it saw.
+    pub fn finish(self) -> ProbeReport {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap_or_default()
+    }
+}
