@@ -634,7 +634,7 @@ fn kubeenv_bin() -> anyhow::Result<PathBuf> {
             bin.display()
         );
     }
-    Ok(bin)
+    Ok(bin.canonicalize().unwrap_or(bin))
 }
 
 fn base_dir() -> PathBuf {
