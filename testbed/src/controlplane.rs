@@ -229,11 +229,6 @@ impl ControlPlane {
         self.startup_time
     }
 
-    /// The apiserver's port (on every host address).
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
     /// The certificates: `ca.crt`, `ca.key`, `serving.crt`, `kubelet-client.crt` ...
     pub fn certs_dir(&self) -> PathBuf {
         self.dir.join("certs")

@@ -41,7 +41,7 @@ mod daemons;
 pub(crate) mod host;
 
 pub use cmd::CmdOutput;
-pub use daemons::{Bird, BirdProtocol, Frr, Gobgp, parse_bird_protocols};
+pub use daemons::{Bird, BirdProtocol, Frr, Gobgp, parse_bird_protocols, rib_next_hops};
 
 use anyhow::{Context, Result, anyhow, bail};
 use std::collections::HashMap;

@@ -315,18 +315,9 @@ impl Vty {
 /// no node's address counts as `usize::MAX`).
 fn rib_nodes(zebra: &mut Vty, owners: &HashMap<String, usize>, prefix: &str) -> Result<Vec<usize>> {
     let v = zebra.json(&format!("show ipv6 route {prefix} json"))?;
-    let mut nodes: Vec<usize> = v[prefix]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|r| r["selected"] == true)
-        .flat_map(|r| r["nexthops"].as_array().cloned().unwrap_or_default())
-        .filter(|h| h["active"] == true)
-        .filter_map(|h| {
-            h["ip"]
-                .as_str()
-                .map(|ip| *owners.get(ip).unwrap_or(&usize::MAX))
-        })
+    let mut nodes: Vec<usize> = testbed::netlab::rib_next_hops(&v, prefix)
+        .iter()
+        .map(|ip| *owners.get(ip).unwrap_or(&usize::MAX))
         .collect();
     nodes.sort();
     nodes.dedup();

@@ -12,13 +12,13 @@
 //!   after another in front of one web Deployment.
 
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use serde_json::json;
+use testbed::cluster::Cluster;
 use testbed::cluster::workload::{Families, LbService, ask};
-use testbed::cluster::{self, Cluster};
 
 fn main() -> Result<()> {
     // SAFETY: geteuid has no preconditions.
@@ -30,16 +30,7 @@ fn main() -> Result<()> {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(100);
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let images: Vec<PathBuf> = ["allocator", "lbnodeagent", "pause", "web"]
-        .iter()
-        .map(|i| cluster::default_images_dir().join(format!("{i}.tar")))
-        .collect();
-    let c = Cluster::start(&cluster::default_topology(), &images)?;
-    let installing = Instant::now();
-    c.install_purelb(&repo.join("deploy"))?;
-    let install = installing.elapsed();
-    c.apply_file(&repo.join("testbed/topology/purelb-config.yaml"))?;
+    let (c, install) = Cluster::start_with_purelb()?;
     // Pools large enough for the run, in the lab's routed ranges.
     c.apply_yaml(&format!(
         "apiVersion: purelb.io/v2\nkind: ServiceGroup\nmetadata: {{name: bench-local, namespace: purelb-system}}\n\

@@ -10,21 +10,17 @@
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use testbed::cluster::Cluster;
 use testbed::cluster::workload::{Families, LbService, Prober, answering_pod, ask};
-use testbed::cluster::{self, Cluster};
 use testbed::netlab::{self, wait_for};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 const INSTALL_NS: &str = "purelb-system";
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
 
 static CLUSTER: OnceLock<Result<RwLock<Option<Cluster>>, String>> = OnceLock::new();
 
@@ -40,20 +36,12 @@ extern "C" fn stop_cluster() {
 fn shared() -> &'static RwLock<Option<Cluster>> {
     let started = CLUSTER.get_or_init(|| {
         let start = || -> Result<Cluster> {
-            let images: Vec<PathBuf> = ["allocator", "lbnodeagent", "pause", "web"]
-                .iter()
-                .map(|i| cluster::default_images_dir().join(format!("{i}.tar")))
-                .collect();
-            let c = Cluster::start(&cluster::default_topology(), &images)?;
+            let (c, install) = Cluster::start_with_purelb()?;
             eprintln!(
-                "cluster_e2e: cluster up in {:?} ({})",
+                "cluster_e2e: cluster up in {:?} ({}), PureLB installed in {install:?}",
                 c.startup_time,
                 c.describe()
             );
-            let t = Instant::now();
-            c.install_purelb(&repo().join("deploy"))?;
-            c.apply_file(&repo().join("testbed/topology/purelb-config.yaml"))?;
-            eprintln!("cluster_e2e: PureLB installed in {:?}", t.elapsed());
             Ok(c)
         };
         // SAFETY: registering a plain extern "C" function.

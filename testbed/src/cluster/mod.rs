@@ -48,7 +48,7 @@ use kube::Client;
 use kube::api::{Api, ListParams};
 
 use crate::controlplane::{ControlPlane, Flavour};
-use crate::netlab::{self, Frr, Lab, Lan, Ns};
+use crate::netlab::{self, Frr, Lab, Ns};
 
 /// Service ranges of the control plane (both families).
 pub const SERVICE_CIDRS: &[&str] = &["10.96.0.0/16", "fd00:10:96::/108"];
@@ -70,6 +70,19 @@ pub fn default_images_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/images")
 }
 
+/// The images `make images` writes, which the lab's nodes import.
+pub fn lab_images() -> Vec<PathBuf> {
+    ["allocator", "lbnodeagent", "pause", "web"]
+        .iter()
+        .map(|i| default_images_dir().join(format!("{i}.tar")))
+        .collect()
+}
+
+/// The workspace's root (where `deploy/` is).
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
 /// A running cluster; see the module docs.
 pub struct Cluster {
     pub plan: LabPlan,
@@ -77,9 +90,6 @@ pub struct Cluster {
     pub routers: BTreeMap<String, Frr>,
     /// Plain namespaces (clients) by name.
     pub hosts: BTreeMap<String, Ns>,
-    pub lans: BTreeMap<String, Lan>,
-    /// The apiserver's address as nodes and pods reach it.
-    pub api_addr: Ipv4Addr,
     pub startup_time: Duration,
     node_kubeconfig: PathBuf,
     images: Vec<PathBuf>,
@@ -313,8 +323,6 @@ impl Cluster {
             nodes,
             routers,
             hosts,
-            lans,
-            api_addr,
             startup_time: Duration::ZERO,
             node_kubeconfig,
             images: images.to_vec(),
@@ -326,6 +334,19 @@ impl Cluster {
         cluster.wait_nodes_ready(Duration::from_secs(120))?;
         cluster.startup_time = started.elapsed();
         Ok(cluster)
+    }
+
+    /// The default topology with the lab's images, PureLB installed from the
+    /// workspace's `deploy/` as a user installs it, and the lab's PureLB
+    /// configuration (`testbed/topology/purelb-config.yaml`) applied; returns
+    /// the cluster and how long the install took.
+    pub fn start_with_purelb() -> Result<(Cluster, Duration)> {
+        let cluster = Cluster::start(&default_topology(), &lab_images())?;
+        let installing = Instant::now();
+        cluster.install_purelb(&workspace().join("deploy"))?;
+        let install = installing.elapsed();
+        cluster.apply_file(&workspace().join("testbed/topology/purelb-config.yaml"))?;
+        Ok((cluster, install))
     }
 
     pub fn control_plane(&self) -> &ControlPlane {

@@ -50,6 +50,23 @@ fn wait_ready(procs: &[Proc], what: &str, mut ready: impl FnMut() -> Result<bool
 
 // ---------------------------------------------------------------- FRR ---
 
+/// The active next hops of the selected route for `prefix` in zebra's answer
+/// to `show ip[v6] route <prefix> json`, sorted and deduplicated.
+pub fn rib_next_hops(route_json: &Value, prefix: &str) -> Vec<String> {
+    let mut hops: Vec<String> = route_json[prefix]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["selected"] == true)
+        .flat_map(|r| r["nexthops"].as_array().cloned().unwrap_or_default())
+        .filter(|h| h["active"] == true)
+        .filter_map(|h| h["ip"].as_str().map(str::to_owned))
+        .collect();
+    hops.sort();
+    hops.dedup();
+    hops
+}
+
 /// An FRR instance (zebra, staticd, bgpd) in one namespace. Talk to it with
 /// [`vtysh`](Self::vtysh), which reaches only this instance.
 #[derive(Debug, Clone)]
@@ -212,18 +229,7 @@ impl Frr {
         };
         let afi = if prefix.contains(':') { "ipv6" } else { "ip" };
         let v = self.vtysh_json(&format!("show {afi} route {prefix} json"))?;
-        let mut hops: Vec<String> = v[&prefix]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|r| r["selected"] == true)
-            .flat_map(|r| r["nexthops"].as_array().cloned().unwrap_or_default())
-            .filter(|h| h["active"] == true)
-            .filter_map(|h| h["ip"].as_str().map(str::to_owned))
-            .collect();
-        hops.sort();
-        hops.dedup();
-        Ok(hops)
+        Ok(rib_next_hops(&v, &prefix))
     }
 
     /// The `show bgp ipv4 unicast json` / `ipv6` route entry for `prefix`

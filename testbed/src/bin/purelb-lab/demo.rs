@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
+use testbed::cluster::Cluster;
 use testbed::cluster::workload::{Families, LbService, ask};
-use testbed::cluster::{self, Cluster};
 
 pub const DEFAULT_STATE_DIR: &str = "/var/tmp/purelb-demo";
 const NAMESPACE: &str = "demo";
@@ -32,10 +32,6 @@ struct Ready {
     remote: Vec<IpAddr>,
     startup_seconds: f64,
     install_seconds: f64,
-}
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
 /// Starts `serve` in the background and shows the result.
@@ -182,19 +178,13 @@ pub fn serve(state: &Path) -> Result<()> {
         libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
         libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
     }
-    let images: Vec<PathBuf> = ["allocator", "lbnodeagent", "pause", "web"]
-        .iter()
-        .map(|i| cluster::default_images_dir().join(format!("{i}.tar")))
-        .collect();
-    let cluster = Cluster::start(&cluster::default_topology(), &images)?;
+    let installing = Instant::now();
+    let (cluster, _) = Cluster::start_with_purelb()?;
     eprintln!(
         "serve: cluster up in {:?}: {}",
         cluster.startup_time,
         cluster.describe()
     );
-    let installing = Instant::now();
-    cluster.install_purelb(&repo().join("deploy"))?;
-    cluster.apply_file(&repo().join("testbed/topology/purelb-config.yaml"))?;
     cluster.kubectl(&["create", "namespace", NAMESPACE])?;
     cluster.deploy_web(NAMESPACE, "web", 4)?;
     let service = |name, group| LbService {
@@ -224,7 +214,7 @@ pub fn serve(state: &Path) -> Result<()> {
         local,
         remote,
         startup_seconds: cluster.startup_time.as_secs_f64(),
-        install_seconds: installing.elapsed().as_secs_f64(),
+        install_seconds: (installing.elapsed() - cluster.startup_time).as_secs_f64(),
     };
     let tmp = state.join("ready.json.tmp");
     fs::write(&tmp, serde_json::to_string_pretty(&ready)?)?;
