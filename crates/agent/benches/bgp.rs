@@ -693,15 +693,10 @@ fn received(bgpd: &mut Vty, c: &Cluster) -> Result<Vec<u64>> {
 fn rib_routes_with_three_hops(zebra: &mut Vty, owners: &HashMap<String, usize>) -> Result<usize> {
     let v = zebra.json("show ipv6 route bgp json")?;
     let mut n = 0;
-    for (_, routes) in v.as_object().into_iter().flatten() {
-        let mut nodes: Vec<usize> = routes
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|r| r["selected"] == true)
-            .flat_map(|r| r["nexthops"].as_array().cloned().unwrap_or_default())
-            .filter(|h| h["active"] == true)
-            .filter_map(|h| h["ip"].as_str().and_then(|ip| owners.get(ip).copied()))
+    for prefix in v.as_object().into_iter().flatten().map(|(p, _)| p) {
+        let mut nodes: Vec<usize> = testbed::netlab::rib_next_hops(&v, prefix)
+            .iter()
+            .filter_map(|ip| owners.get(ip).copied())
             .collect();
         nodes.sort();
         nodes.dedup();
