@@ -36,10 +36,12 @@
 //! # Ok(()) }
 //! ```
 
+mod capture;
 pub(crate) mod cmd;
 mod daemons;
 pub(crate) mod host;
 
+pub use capture::{capture, collect, mac_of};
 pub use cmd::CmdOutput;
 pub use daemons::{Bird, BirdProtocol, Frr, Gobgp, parse_bird_protocols, rib_next_hops};
 
@@ -672,15 +674,17 @@ impl MgmtLink {
 
     /// Partitions the node from the host: an nftables table in the node
     /// namespace drops every packet in or out of the management interface.
-    /// The link stays up, so new connections time out and established ones
-    /// hang, as in a real partition. Idempotent.
+    /// Outgoing packets are dropped after routing and NAT, so traffic to a
+    /// Service address that kube-proxy rewrites to an address behind the
+    /// link is cut too. The link stays up, so new connections time out and
+    /// established ones hang, as in a real partition. Idempotent.
     pub fn cut(&self) -> Result<()> {
         let rules = format!(
             "table inet {t} {{}}\n\
              delete table inet {t}\n\
              table inet {t} {{\n\
-               chain input {{ type filter hook input priority -300; policy accept; iifname \"{i}\" drop; }}\n\
-               chain output {{ type filter hook output priority -300; policy accept; oifname \"{i}\" drop; }}\n\
+               chain input {{ type filter hook prerouting priority -300; policy accept; iifname \"{i}\" drop; }}\n\
+               chain output {{ type filter hook postrouting priority 300; policy accept; oifname \"{i}\" drop; }}\n\
              }}\n",
             t = CUT_TABLE,
             i = self.node_if

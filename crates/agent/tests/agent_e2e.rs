@@ -1,22 +1,40 @@
-//! The node agent end to end: three node namespaces on one LAN, each running the
-//! `lbnodeagent` binary against the real test control plane, with the allocator,
-//! as issue 5 lists. Needs root (fails instead of skipping under CI=true).
-//!
-//! Each test builds its own cluster (install namespace, address slot, lab); see
-//! `agent_lab/mod.rs`.
+//! The node agent end to end on the real cluster: the lbnodeagent DaemonSet and
+//! the allocator Deployment from the project's manifests, on four kubelets (see
+//! `on_cluster`). Local addresses land on exactly one node with the right
+//! attributes and signals, remote ones on every node, ETP Local follows the
+//! endpoints, and the agent fails over, fences, announces with GARP and NA,
+//! restarts without a flap, keeps its last good configuration and follows its
+//! links. Needs root (fails instead of skipping under CI=true).
 
-mod agent_lab;
+mod on_cluster;
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use agent_lab::*;
 use anyhow::{Context, Result, ensure};
+use on_cluster::*;
 use serde_json::json;
-use testbed::netlab::require_root;
+use testbed::cluster::Cluster;
+use testbed::netlab::{capture, collect, mac_of};
 
-fn ip(s: &str) -> IpAddr {
-    s.parse().expect("test address")
+/// The names of the nodes `nodes` (indices).
+fn names(c: &Cluster, nodes: &[usize]) -> Vec<String> {
+    nodes.iter().map(|i| c.nodes[*i].name.clone()).collect()
+}
+
+/// The node the election gives `ip` to among `candidates`, as every agent computes it.
+fn expected_winner(c: &Cluster, ip: IpAddr, candidates: &[usize]) -> Option<usize> {
+    let names = names(c, candidates);
+    let winner = purelb_api::election::winner(ip, names.iter().map(String::as_str))?;
+    c.nodes.iter().position(|n| n.name == winner)
+}
+
+/// The first address of a pool `first-last`.
+fn first_of(pool: &str) -> IpAddr {
+    pool.split('-')
+        .next()
+        .and_then(|a| a.parse().ok())
+        .expect("a pool range")
 }
 
 #[test]
@@ -24,17 +42,20 @@ fn local_vip_lands_on_exactly_one_node() -> Result<()> {
     if !require_root() {
         return Ok(());
     }
-    let c = Cluster::new(Options::default())?;
-    c.create_service("web", &c.local_group(), &["IPv4"], json!({}))?;
-    let vip = c.wait_ingress("web", 1)?[0];
+    let (c, k, ns, pools) = together("local")?;
+    let n = ns.name.as_str();
+    k.create_service(n, "web", &pools.local, &["IPv4"], json!({}))?;
+    let vip = k.wait_ingress(n, "web", 1)?[0];
     ensure!(
-        vip == ip(&c.slot.node_v4(3)),
+        vip == first_of(&pools.local_v4_pool()),
         "first pool address, got {vip}"
     );
-    let (winner, addr) = c.wait_single_holder(vip)?;
-    // On the LAN NIC with the node's subnet mask, noprefixroute, finite lifetime.
-    ensure!(addr.ifname == c.nodes[winner].lan_if, "{addr:?}");
-    ensure!(addr.prefix_len == 28, "{addr:?}");
+    let (winner, addr) = wait_single_holder(&c, vip)?;
+    let winner_name = c.nodes[winner].name.clone();
+    let lan_if = lan1_interface(&c, winner)?;
+    // On the LAN NIC with the LAN's mask, noprefixroute, finite lifetime.
+    ensure!(addr.ifname == lan_if, "{addr:?}");
+    ensure!(addr.prefix_len == 24, "{addr:?}");
     ensure!(addr.noprefixroute, "{addr:?}");
     ensure!(!addr.nodad, "{addr:?}");
     let valid = addr.valid_lifetime.unwrap_or(u64::MAX);
@@ -42,44 +63,45 @@ fn local_vip_lands_on_exactly_one_node() -> Result<()> {
         (250..=300).contains(&valid),
         "valid lifetime {valid}: {addr:?}"
     );
-    // The election winner is the lowest SHA-256 of node#ip.
-    let names: Vec<&str> = c.nodes.iter().map(|n| n.name.as_str()).collect();
-    let expected = purelb_api::election::winner(vip, names.iter().copied());
+    // The election winner is the lowest SHA-256 of node#ip among the nodes on the LAN.
     ensure!(
-        expected == Some(c.nodes[winner].name.as_str()),
-        "winner {expected:?} vs node {winner}"
+        expected_winner(&c, vip, &lan1_nodes(&c)?) == Some(winner),
+        "winner {winner_name}"
     );
     // The announcing annotation names it, and the event says so.
-    let want = format!("{},{},{vip}", c.nodes[winner].name, c.nodes[winner].lan_if);
+    let want = format!("{winner_name},{lan_if},{vip}");
     wait_for(TIMEOUT, "announcing annotation", || {
-        let svc = c.service("web")?;
+        let svc = k.service(n, "web")?;
         Ok(
             (annotation(&svc, "purelb.io/announcing-IPv4").as_deref() == Some(want.as_str()))
                 .then_some(()),
         )
     })?;
-    c.wait_event(
+    k.wait_event(
+        n,
         "web",
         "AnnouncingLocal",
-        &format!("Node {} announcing {vip}", c.nodes[winner].name),
+        &format!("Node {winner_name} announcing {vip}"),
     )?;
     // Nothing on kube-lb0 for a local address; nothing on the losers.
-    ensure!(c.holders(vip)?.len() == 1);
-    // Metrics and health of the winner.
-    let m = c.metrics(winner)?;
+    ensure!(holders(&c, vip)?.len() == 1);
+    // Metrics and health of the winner, read from the host as Prometheus would.
+    let m = metrics(&c, winner)?;
     ensure!(
         m.contains(&format!(
-            "purelb_lbnodeagent_announced{{service=\"{}/web\",node=\"{}\",ip=\"{vip}\"}} 1",
-            c.ns(),
-            c.nodes[winner].name
+            "purelb_lbnodeagent_announced{{service=\"{n}/web\",node=\"{winner_name}\",ip=\"{vip}\"}} 1"
         )),
         "{m}"
     );
     ensure!(metric_value(&m, "purelb_election_lease_healthy") == Some(1.0));
-    ensure!(metric_value(&m, "purelb_election_member_count") == Some(3.0));
     ensure!(
-        metric_value(&m, "purelb_election_local_subnet_count") == Some(2.0),
+        metric_value(&m, "purelb_election_member_count") == Some(c.nodes.len() as f64),
         "{m}"
+    );
+    let subnets = node_subnets(&c.nodes[winner].ns)?;
+    ensure!(
+        metric_value(&m, "purelb_election_local_subnet_count") == Some(subnets.len() as f64),
+        "{subnets:?}: {m}"
     );
     ensure!(metric_value(&m, "purelb_lbnodeagent_election_wins_total").unwrap_or(0.0) >= 1.0);
     ensure!(
@@ -89,28 +111,40 @@ fn local_vip_lands_on_exactly_one_node() -> Result<()> {
         ) == Some(1.0),
         "{m}"
     );
-    ensure!(c.http_get(winner, "/healthz")?.ends_with("ok"));
-    // The lease: subnets, instance, owner.
-    let lease = c.lease(winner)?.expect("lease");
+    ensure!(agent_http(&c, winner, "/healthz")?.ends_with("ok"));
+    // The lease: subnets, instance (the agent pod's uid), owner.
+    let lease = k.lease(&winner_name)?.context("lease")?;
     let annotations = lease.metadata.annotations.clone().unwrap_or_default();
+    let advertised: std::collections::BTreeSet<String> = annotations
+        .get("purelb.io/subnets")
+        .map(|s| s.split(',').map(str::to_owned).collect())
+        .unwrap_or_default();
+    ensure!(advertised == subnets, "{annotations:?} vs {subnets:?}");
+    let pod = agent_pod_on(&c, &winner_name)?;
     ensure!(
-        annotations.get("purelb.io/subnets").map(String::as_str)
-            == Some(format!("{},{}", c.slot.lan_v4(), c.slot.lan_v6()).as_str()),
+        annotations.get("purelb.io/instance") == Some(&pod_uid(&c, &pod)?),
         "{annotations:?}"
     );
-    ensure!(
-        annotations
-            .get("purelb.io/instance")
-            .is_some_and(|v| v.ends_with("-uid-1"))
-    );
     let owner = &lease.metadata.owner_references.clone().unwrap_or_default()[0];
-    ensure!(owner.kind == "Node" && owner.name == c.nodes[winner].name);
-    ensure!(c.agent(winner).log().contains("electionWon"));
+    ensure!(owner.kind == "Node" && owner.name == winner_name);
+    let log = agent_log(&c, &winner_name)?;
+    ensure!(
+        log.lines()
+            .any(|l| l.contains("electionWon") && l.contains(&vip.to_string())),
+        "{}",
+        tail(&log, 20)
+    );
 
     // Delete: withdrawn everywhere.
-    c.delete_service("web")?;
-    c.wait_holders(vip, &[])?;
-    ensure!(c.agent(winner).log().contains("withdrawAddress"));
+    k.delete_service(n, "web")?;
+    wait_holders(&c, vip, &[])?;
+    let log = agent_log(&c, &winner_name)?;
+    ensure!(
+        log.lines()
+            .any(|l| l.contains("withdrawAddress") && l.contains(&vip.to_string())),
+        "{}",
+        tail(&log, 20)
+    );
     Ok(())
 }
 
@@ -119,64 +153,65 @@ fn dual_stack_and_ipv6_only() -> Result<()> {
     if !require_root() {
         return Ok(());
     }
-    let c = Cluster::new(Options::default())?;
-    let s = c.slot;
+    let (c, k, ns, pools) = together("dual")?;
+    let n = ns.name.as_str();
     // A second local group whose addresses skip DAD.
-    let nodad_group = format!("{}-nodad", c.ns());
-    c.apply_group(
+    let nodad_group = format!("{n}-nodad");
+    ns.group(
+        &k,
         &nodad_group,
         json!({"local": {"skipIPv6DAD": true, "v6pools": [{
-            "pool": format!("{}-{}", s.node_v6(0).replace("::1", "::200"), s.node_v6(0).replace("::1", "::2ff")),
-            "subnet": s.lan_v6()}]}}),
+            "pool": format!("2001:db8:250::2:{s:x}00-2001:db8:250::2:{s:x}ff", s = ns.slot),
+            "subnet": LAN1_V6}]}}),
     )?;
-    c.create_service("dual", &c.local_group(), &["IPv4", "IPv6"], json!({}))?;
-    c.create_service("v6only", &nodad_group, &["IPv6"], json!({}))?;
-    let dual = c.wait_ingress("dual", 2)?;
+    k.create_service(n, "dual", &pools.local, &["IPv4", "IPv6"], json!({}))?;
+    k.create_service(n, "v6only", &nodad_group, &["IPv6"], json!({}))?;
+    let dual = k.wait_ingress(n, "dual", 2)?;
     let (v4, v6) = (dual[0], dual[1]);
     ensure!(v4.is_ipv4() && v6.is_ipv6(), "{dual:?}");
-    let (w4, a4) = c.wait_single_holder(v4)?;
-    let (w6, a6) = c.wait_single_holder(v6)?;
+    let (w4, a4) = wait_single_holder(&c, v4)?;
+    let (w6, a6) = wait_single_holder(&c, v6)?;
     ensure!(
-        a4.prefix_len == 28 && a4.noprefixroute && a4.valid_lifetime.is_some(),
+        a4.prefix_len == 24 && a4.noprefixroute && a4.valid_lifetime.is_some(),
         "{a4:?}"
     );
-    // IPv6: the node's /64, deprecated (preferred 0), finite, no prefix route, DAD on.
+    // IPv6: the LAN's /64, deprecated (preferred 0), finite, no prefix route, DAD on.
     ensure!(a6.prefix_len == 64, "{a6:?}");
-    ensure!(a6.ifname == c.nodes[w6].lan_if, "{a6:?}");
+    ensure!(a6.ifname == lan1_interface(&c, w6)?, "{a6:?}");
     ensure!(a6.deprecated && a6.preferred_lifetime == Some(0), "{a6:?}");
     ensure!(a6.valid_lifetime.is_some_and(|v| v <= 300), "{a6:?}");
     ensure!(a6.noprefixroute && !a6.nodad, "{a6:?}");
     // Each family is elected on its own IP, and both annotations name the winners.
-    let names: Vec<&str> = c.nodes.iter().map(|n| n.name.as_str()).collect();
-    ensure!(purelb_api::election::winner(v4, names.iter().copied()) == Some(names[w4]));
-    ensure!(purelb_api::election::winner(v6, names.iter().copied()) == Some(names[w6]));
+    let lan1 = lan1_nodes(&c)?;
+    ensure!(expected_winner(&c, v4, &lan1) == Some(w4));
+    ensure!(expected_winner(&c, v6, &lan1) == Some(w6));
+    let (if4, if6) = (lan1_interface(&c, w4)?, lan1_interface(&c, w6)?);
     wait_for(TIMEOUT, "both announcing annotations", || {
-        let svc = c.service("dual")?;
+        let svc = k.service(n, "dual")?;
         let a = annotation(&svc, "purelb.io/announcing-IPv4");
         let b = annotation(&svc, "purelb.io/announcing-IPv6");
-        Ok(
-            (a == Some(format!("{},{},{v4}", names[w4], c.nodes[w4].lan_if))
-                && b == Some(format!("{},{},{v6}", names[w6], c.nodes[w6].lan_if)))
-            .then_some(()),
-        )
+        Ok((a == Some(format!("{},{if4},{v4}", c.nodes[w4].name))
+            && b == Some(format!("{},{if6},{v6}", c.nodes[w6].name)))
+        .then_some(()))
     })?;
     // IPv6-only from a skipIPv6DAD group: nodad.
-    let only = c.wait_ingress("v6only", 1)?[0];
-    let (_, a) = c.wait_single_holder(only)?;
+    let only = k.wait_ingress(n, "v6only", 1)?[0];
+    let (_, a) = wait_single_holder(&c, only)?;
     ensure!(a.nodad && a.deprecated && a.prefix_len == 64, "{a:?}");
-    let svc = c.service("v6only")?;
+    let svc = k.service(n, "v6only")?;
     ensure!(annotation(&svc, "purelb.io/announcing-IPv4").is_none());
     ensure!(annotation(&svc, "purelb.io/skip-ipv6-dad").as_deref() == Some("true"));
     // Dual to single stack: the address that left the ingress is withdrawn.
-    c.patch_service(
+    k.patch_service(
+        n,
         "dual",
         json!({"spec": {"ipFamilyPolicy": "SingleStack", "ipFamilies": ["IPv4"]}}),
     )?;
     wait_for(TIMEOUT, "the IPv6 address to leave the ingress", || {
-        Ok((ingress(&c.service("dual")?) == [v4]).then_some(()))
+        Ok((ingress(&k.service(n, "dual")?) == [v4]).then_some(()))
     })?;
-    c.wait_holders(v6, &[])?;
-    c.wait_single_holder(v4)?;
+    wait_holders(&c, v6, &[])?;
+    wait_single_holder(&c, v4)?;
     Ok(())
 }
 
@@ -185,11 +220,13 @@ fn remote_vips_on_every_node_and_etp_local_follows_endpoints() -> Result<()> {
     if !require_root() {
         return Ok(());
     }
-    let c = Cluster::new(Options::default())?;
-    c.create_service("remote", &c.remote_group(), &["IPv4", "IPv6"], json!({}))?;
-    let ips = c.wait_ingress("remote", 2)?;
+    let (c, k, ns, pools) = together("remote")?;
+    let n = ns.name.as_str();
+    let every_node: Vec<usize> = (0..c.nodes.len()).collect();
+    k.create_service(n, "remote", &pools.remote, &["IPv4", "IPv6"], json!({}))?;
+    let ips = k.wait_ingress(n, "remote", 2)?;
     for (ip, mask) in [(ips[0], 30u8), (ips[1], 64u8)] {
-        let holders = c.wait_holders(ip, &[0, 1, 2])?;
+        let holders = wait_holders(&c, ip, &every_node)?;
         for (_, a) in &holders {
             ensure!(a.ifname == DUMMY, "{a:?}");
             ensure!(a.prefix_len == mask, "aggregation mask: {a:?}");
@@ -199,36 +236,47 @@ fn remote_vips_on_every_node_and_etp_local_follows_endpoints() -> Result<()> {
             );
         }
     }
-    let svc = c.service("remote")?;
+    let svc = k.service(n, "remote")?;
     ensure!(annotation(&svc, "purelb.io/announcing-IPv4").is_none());
     ensure!(annotation(&svc, "purelb.io/announcing-IPv6").is_none());
-    c.wait_event(
+    k.wait_event(
+        n,
         "remote",
         "AnnouncingNonLocal",
         &format!("Announcing {} from node", ips[0]),
     )?;
     // The aggregated prefix route is on kube-lb0 (what BGP advertises).
+    let IpAddr::V4(v4) = ips[0] else {
+        anyhow::bail!("{ips:?}");
+    };
+    let net30 = std::net::Ipv4Addr::from(u32::from(v4) & !3);
     let routes = c.nodes[0].ns.ip(&["-4", "route", "show", "dev", DUMMY])?;
-    ensure!(routes.contains("/30"), "{routes}");
+    ensure!(routes.contains(&format!("{net30}/30")), "{routes}");
 
     // externalTrafficPolicy: Local: only nodes with a ready endpoint.
-    c.create_service(
+    let node = |i: usize| c.nodes[i].name.as_str();
+    k.create_service(
+        n,
         "local-etp",
-        &c.remote_group(),
+        &pools.remote,
         &["IPv4"],
         json!({"spec": {"externalTrafficPolicy": "Local"}}),
     )?;
-    let vip = c.wait_ingress("local-etp", 1)?[0];
+    let vip = k.wait_ingress(n, "local-etp", 1)?[0];
     std::thread::sleep(Duration::from_millis(500));
-    c.wait_holders(vip, &[])?;
-    c.set_endpoints("local-etp", &[(0, true)])?;
-    c.wait_holders(vip, &[0])?;
-    c.set_endpoints("local-etp", &[(1, true), (2, false)])?;
-    c.wait_holders(vip, &[1])?;
-    c.set_endpoints("local-etp", &[(1, true), (2, true), (0, false)])?;
-    c.wait_holders(vip, &[1, 2])?;
+    wait_holders(&c, vip, &[])?;
+    k.set_endpoints(n, "local-etp", &[(node(0), true)])?;
+    wait_holders(&c, vip, &[0])?;
+    k.set_endpoints(n, "local-etp", &[(node(1), true), (node(2), false)])?;
+    wait_holders(&c, vip, &[1])?;
+    k.set_endpoints(
+        n,
+        "local-etp",
+        &[(node(1), true), (node(2), true), (node(0), false)],
+    )?;
+    wait_holders(&c, vip, &[1, 2])?;
     // A remote address never rewrites the policy.
-    let svc = c.service("local-etp")?;
+    let svc = k.service(n, "local-etp")?;
     ensure!(
         svc.spec
             .as_ref()
@@ -237,16 +285,17 @@ fn remote_vips_on_every_node_and_etp_local_follows_endpoints() -> Result<()> {
     );
 
     // A local address with ETP Local is switched to Cluster by the winner.
-    c.create_service(
+    k.create_service(
+        n,
         "local-to-cluster",
-        &c.local_group(),
+        &pools.local,
         &["IPv4"],
         json!({"spec": {"externalTrafficPolicy": "Local"}}),
     )?;
-    let lvip = c.wait_ingress("local-to-cluster", 1)?[0];
-    c.wait_single_holder(lvip)?;
+    let lvip = k.wait_ingress(n, "local-to-cluster", 1)?[0];
+    wait_single_holder(&c, lvip)?;
     wait_for(TIMEOUT, "externalTrafficPolicy Cluster", || {
-        let svc = c.service("local-to-cluster")?;
+        let svc = k.service(n, "local-to-cluster")?;
         Ok((svc
             .spec
             .as_ref()
@@ -254,8 +303,47 @@ fn remote_vips_on_every_node_and_etp_local_follows_endpoints() -> Result<()> {
             == Some("Cluster"))
         .then_some(()))
     })?;
-    c.wait_event("local-to-cluster", "LocalOverride", "setting to Cluster")?;
+    k.wait_event(n, "local-to-cluster", "LocalOverride", "setting to Cluster")?;
     Ok(())
+}
+
+/// A local IPv4 Service `web` in `ns`; its address once exactly one node
+/// holds it, and that node.
+fn local_web(c: &Cluster, k: &Kube, ns: &str, pools: &TestPools) -> Result<(IpAddr, usize)> {
+    k.create_service(ns, "web", &pools.local, &["IPv4"], json!({}))?;
+    let vip = k.wait_ingress(ns, "web", 1)?[0];
+    let (holder, _) = wait_single_holder(c, vip)?;
+    Ok((vip, holder))
+}
+
+/// Waits until exactly one node holds `ip` and it is not `not`; returns it.
+fn wait_moved_off(c: &Cluster, ip: IpAddr, not: usize, timeout: Duration) -> Result<usize> {
+    wait_for(
+        timeout,
+        &format!("{ip} on one node other than {not}"),
+        || {
+            let h = holders(c, ip)?;
+            Ok((h.len() == 1 && h[0].0 != not).then(|| h[0].0))
+        },
+    )
+    .with_context(|| agent_logs_about(c, &ip.to_string()))
+}
+
+/// Waits until exactly `node` holds `ip` (after its agent is back).
+fn wait_back_on(c: &Cluster, ip: IpAddr, node: usize, timeout: Duration) -> Result<()> {
+    wait_for(timeout, &format!("{ip} back on node {node} alone"), || {
+        let h = holders(c, ip)?;
+        Ok((h.len() == 1 && h[0].0 == node).then_some(()))
+    })
+    .with_context(|| agent_logs_about(c, &ip.to_string()))
+}
+
+fn steals(m: &str, from: &str, to: &str) -> f64 {
+    metric_line(
+        m,
+        &format!("purelb_lbnodeagent_announce_slot_steal_total{{from=\"{from}\",to=\"{to}\"}}"),
+    )
+    .unwrap_or(0.0)
 }
 
 #[test]
@@ -263,85 +351,89 @@ fn failover_on_graceful_stop_and_on_sigkill() -> Result<()> {
     if !require_root() {
         return Ok(());
     }
-    let mut c = Cluster::new(Options::default())?;
-    c.create_service("web", &c.local_group(), &["IPv4"], json!({}))?;
-    let vip = c.wait_ingress("web", 1)?[0];
-    let (first, _) = c.wait_single_holder(vip)?;
+    // Alone: it stops agents, and counts steals.
+    let (c, k, ns, pools) = alone("failover")?;
+    let n = ns.name.as_str();
+    let (vip, first) = local_web(&c, &k, n, &pools)?;
+    let lan1 = lan1_nodes(&c)?;
+    let rest: Vec<usize> = lan1.iter().copied().filter(|i| *i != first).collect();
+    let next = expected_winner(&c, vip, &rest).context("a next winner")?;
+    let (first_name, next_name) = (c.nodes[first].name.clone(), c.nodes[next].name.clone());
+    let steals_before = steals(&metrics(&c, next)?, &first_name, &next_name);
 
-    // Graceful: the VIP is withdrawn, then the lease deleted; the next winner takes
-    // over within a second or so.
+    // Graceful: the agent pod is deleted; its agent withdraws the VIP, then
+    // deletes its lease; the next winner takes over within a second or so.
+    let pod = agent_pod_on(&c, &first_name)?;
+    let instance = pod_uid(&c, &pod)?;
+    let log = LogFollower::start(&c, &pod)?;
     let started = Instant::now();
-    c.stop_agent(first)?;
-    let (second, _) = c.wait_single_holder(vip)?;
+    c.kubectl(&["-n", INSTALL_NS, "delete", "pod", &pod, "--wait=false"])?;
+    let second = wait_moved_off(&c, vip, first, TIMEOUT)?;
     let graceful = started.elapsed();
     ensure!(second != first);
+    // The stopped agent's lease is deleted (or already the replacement's,
+    // which the DaemonSet starts at once), not left to expire.
+    wait_for(LEASE_DURATION / 2, "the stopped agent's lease gone", || {
+        Ok((lease_instance(&c, &first_name)? != instance).then_some(()))
+    })?;
     ensure!(
-        c.lease(first)?.is_none(),
-        "the stopped agent's lease is deleted"
+        graceful < Duration::from_secs(5),
+        "graceful failover took {graceful:?}"
     );
-    let log = c.nodes[first].ns.dir().join("agent-1.log");
-    let log = std::fs::read_to_string(log)?;
+    ensure!(second == next, "{} took it", c.nodes[second].name);
+    wait_for(TIMEOUT, "the annotation to follow", || {
+        let a = annotation(&k.service(n, "web")?, "purelb.io/announcing-IPv4");
+        Ok(a.is_some_and(|a| a.starts_with(&format!("{next_name},")))
+            .then_some(()))
+    })?;
+    let (_, steal) = k.wait_event(
+        n,
+        "web",
+        "AnnounceSlotSteal",
+        &format!("took announcement of {vip} from node {first_name}"),
+    )?;
+    ensure!(steal.starts_with(&format!("Node {next_name} ")), "{steal}");
+    let m = metrics(&c, next)?;
+    ensure!(
+        steals(&m, &first_name, &next_name) == steals_before + 1.0,
+        "{m}"
+    );
+    let log = log.finish(TIMEOUT);
     ensure!(
         log.contains("withdrawAddress") && log.contains("withdrawAll"),
         "{}",
         tail(&log, 20)
     );
-    ensure!(
-        graceful < Duration::from_secs(5),
-        "graceful failover took {graceful:?}"
-    );
-    let names: Vec<&str> = c.nodes.iter().map(|n| n.name.as_str()).collect();
-    let rest: Vec<&str> = names
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| *i != first)
-        .map(|(_, n)| *n)
-        .collect();
-    ensure!(purelb_api::election::winner(vip, rest.iter().copied()) == Some(names[second]));
-    wait_for(TIMEOUT, "the annotation to follow", || {
-        let a = annotation(&c.service("web")?, "purelb.io/announcing-IPv4");
-        Ok(
-            a.is_some_and(|a| a.starts_with(&format!("{},", names[second])))
-                .then_some(()),
-        )
-    })?;
-    let (_, steal) = c.wait_event(
-        "web",
-        "AnnounceSlotSteal",
-        &format!("took announcement of {vip} from node {}", names[first]),
-    )?;
-    ensure!(
-        steal.starts_with(&format!("Node {} ", names[second])),
-        "{steal}"
-    );
-    let m = c.metrics(second)?;
-    let steals = format!(
-        "purelb_lbnodeagent_announce_slot_steal_total{{from=\"{}\",to=\"{}\"}}",
-        names[first], names[second]
-    );
-    ensure!(metric_line(&m, &steals) == Some(1.0), "{m}");
+    // The replacement agent joins and, as the hash winner, takes the VIP back.
+    wait_agents_rolled_out(&c)?;
+    wait_back_on(&c, vip, first, TIMEOUT)?;
 
-    // SIGKILL: nothing is withdrawn; the last node takes over when the lease expires.
-    let third = (0..3)
-        .find(|i| *i != first && *i != second)
-        .expect("a third node");
+    // SIGKILL while the kubelet cannot restart it: nothing is withdrawn; the
+    // next winner takes over when the lease expires.
+    c.nodes[first].freeze_kubelet(true)?;
     let started = Instant::now();
-    c.kill_agent(second)?;
-    wait_for(
-        Duration::from_secs(25),
-        "the third node to take over",
-        || {
-            let h = c.holders(vip)?;
-            Ok(h.iter().any(|(i, _)| *i == third).then_some(()))
-        },
-    )
-    .with_context(|| c.logs())?;
-    let killed = started.elapsed();
+    let killed = kill_agent(&c, &first_name).and_then(|()| {
+        wait_for(
+            Duration::from_secs(25),
+            "the next winner to take over",
+            || {
+                let h = holders(&c, vip)?;
+                Ok(h.iter().any(|(i, _)| *i == next).then_some(()))
+            },
+        )
+        .with_context(|| agent_logs_about(&c, &vip.to_string()))
+    });
+    let killed_after = started.elapsed();
+    c.nodes[first].freeze_kubelet(false)?;
+    killed?;
     ensure!(
-        killed < Duration::from_secs(12),
-        "SIGKILL failover took {killed:?}"
+        killed_after < Duration::from_secs(12),
+        "SIGKILL failover took {killed_after:?}"
     );
-    eprintln!("failover: graceful {graceful:?}, SIGKILL {killed:?}");
+    eprintln!("failover: graceful {graceful:?}, SIGKILL {killed_after:?}");
+    // Steady again before the next test: the restarted agent holds the VIP.
+    wait_agents_rolled_out(&c)?;
+    wait_back_on(&c, vip, first, TIMEOUT)?;
     Ok(())
 }
 
@@ -401,58 +493,78 @@ fn fencing_withdraws_before_another_node_takes_over() -> Result<()> {
     if !require_root() {
         return Ok(());
     }
-    let c = Cluster::new(Options::default())?;
-    c.create_service("web", &c.local_group(), &["IPv4"], json!({}))?;
-    let vip = c.wait_ingress("web", 1)?[0];
-    let (winner, _) = c.wait_single_holder(vip)?;
+    let (c, k, ns, pools) = alone("fencing")?;
+    let n = ns.name.as_str();
+    let (vip, winner) = local_web(&c, &k, n, &pools)?;
+    let fenced_before =
+        metric_value(&metrics(&c, winner)?, "purelb_election_fenced_total").unwrap_or(0.0);
     let watch = HolderWatch::start(&c, vip);
+    // When the lease was last renewed: nobody may take the VIP before it expires.
+    let renewed = k
+        .lease(&c.nodes[winner].name)?
+        .and_then(|l| l.spec?.renew_time)
+        .context("the winner's lease renewal time")?
+        .0
+        .as_microsecond();
+    // The node loses the API server (its management link), not the LAN.
     let cut_at = Instant::now();
     c.nodes[winner].mgmt.cut()?;
-    // Withdrawn by the fenced node before anyone else may take it ...
-    wait_for(
-        Duration::from_secs(20),
-        "another node to take the VIP",
-        || {
-            let h = c.holders(vip)?;
-            Ok((h.len() == 1 && h[0].0 != winner).then_some(()))
-        },
-    )
-    .with_context(|| c.logs())?;
-    let moved = cut_at.elapsed();
-    let m = c.metrics(winner)?;
-    ensure!(
-        metric_value(&m, "purelb_election_lease_healthy") == Some(0.0),
-        "{m}"
-    );
-    ensure!(
-        metric_value(&m, "purelb_election_fenced_total") == Some(1.0),
-        "{m}"
-    );
-    ensure!(c.agent(winner).log().contains("fenced"));
+    let result = (|| -> Result<Duration> {
+        // Withdrawn by the fenced node before anyone else may take it ...
+        wait_moved_off(&c, vip, winner, Duration::from_secs(20))?;
+        let moved = cut_at.elapsed();
+        let moved_at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_micros();
+        let expired = renewed + LEASE_DURATION.as_micros() as i64;
+        ensure!(
+            moved_at as i64 >= expired,
+            "moved {} ms before the lease expired: it was still live",
+            (expired - moved_at as i64) / 1000
+        );
+        let m = metrics(&c, winner)?;
+        ensure!(
+            metric_value(&m, "purelb_election_lease_healthy") == Some(0.0),
+            "{m}"
+        );
+        ensure!(
+            metric_value(&m, "purelb_election_fenced_total") == Some(fenced_before + 1.0),
+            "{m}"
+        );
+        Ok(moved)
+    })();
+    c.nodes[winner].mgmt.restore()?;
+    let moved = result?;
+    // The agent's log, once the API server reaches its node again.
+    let log = wait_for(TIMEOUT, "the fenced agent's log", || {
+        Ok(agent_log(&c, &c.nodes[winner].name).ok())
+    })?;
+    ensure!(log.contains("fenced"), "{}", tail(&log, 20));
     // ... and after the link is back, it rejoins and takes the VIP back (it is the
     // hash winner), again without overlap.
-    c.nodes[winner].mgmt.restore()?;
-    wait_for(
-        Duration::from_secs(40),
-        "the original winner to hold the VIP again",
-        || {
-            let h = c.holders(vip)?;
-            Ok((h.len() == 1 && h[0].0 == winner).then_some(()))
-        },
-    )
-    .with_context(|| c.logs())?;
+    wait_back_on(&c, vip, winner, Duration::from_secs(40))?;
     std::thread::sleep(Duration::from_millis(500));
     let (max, timeline) = watch.finish()?;
-    ensure!(
-        max <= 1,
-        "two nodes held {vip} at once: {timeline:?}\n{}",
-        c.logs()
-    );
+    ensure!(max <= 1, "two nodes held {vip} at once: {timeline:?}");
     eprintln!("fencing: moved after {moved:?}; timeline {timeline:?}");
-    ensure!(
-        moved >= Duration::from_secs(7),
-        "moved too early ({moved:?}): the lease was still live"
-    );
+    Ok(())
+}
+
+/// Merges `local` into the spec.local of the LBNodeAgent `default` (a JSON
+/// merge patch: `null` removes a field).
+fn patch_agent_config(c: &Cluster, local: serde_json::Value) -> Result<()> {
+    c.kubectl(&[
+        "-n",
+        INSTALL_NS,
+        "patch",
+        "lbnodeagent",
+        "default",
+        "--type=merge",
+        "-p",
+        &json!({"spec": {"local": local}}).to_string(),
+    ])?;
+    // The agents watch it; give every one of them the change before going on.
+    std::thread::sleep(Duration::from_secs(2));
     Ok(())
 }
 
@@ -461,102 +573,120 @@ fn garp_and_unsolicited_na_on_the_wire() -> Result<()> {
     if !require_root() {
         return Ok(());
     }
-    let c = Cluster::new(Options {
-        local: json!({"localInterface": "default", "dummyInterface": DUMMY,
-            "garpConfig": {"enabled": true, "initialDelay": "50ms", "count": 2, "interval": "100ms"}}),
-        ..Options::default()
-    })?;
-    let sock = capture(&c.peer, &c.peer_if)?;
-    c.create_service("web", &c.local_group(), &["IPv4", "IPv6"], json!({}))?;
-    let ips = c.wait_ingress("web", 2)?;
-    let (IpAddr::V4(v4), IpAddr::V6(v6)) = (ips[0], ips[1]) else {
-        anyhow::bail!("{ips:?}");
-    };
-    let (w4, _) = c.wait_single_holder(ips[0])?;
-    let (w6, _) = c.wait_single_holder(ips[1])?;
-    let mac4 = mac_of(&c.nodes[w4].ns, &c.nodes[w4].lan_if)?;
-    let mac6 = mac_of(&c.nodes[w6].ns, &c.nodes[w6].lan_if)?;
-    let mut arp = Vec::new();
-    let mut na = Vec::new();
-    collect(
-        &sock,
-        Duration::from_secs(5),
-        |f| {
-            if f.len() >= 42
-                && f[12..14] == [0x08, 0x06]
-                && f[28..32] == v4.octets()
-                && f[38..42] == v4.octets()
-            {
-                arp.push(f.to_vec());
-            } else if f.len() >= 78
-                && f[12..14] == [0x86, 0xdd]
-                && f[20] == 58
-                && f[54] == 136
-                && f[62..78] == v6.octets()
-            {
-                na.push(f.to_vec());
-            }
-            arp.len() >= 4 && na.len() >= 2
-        },
-        1,
-    );
-    ensure!(
-        arp.len() == 4,
-        "2 GARPs = 2 requests + 2 replies, got {}",
-        arp.len()
-    );
-    for f in &arp {
-        ensure!(f[0..6] == [0xff; 6], "broadcast");
-        ensure!(
-            f[6..12] == mac4 && f[22..28] == mac4,
-            "from the winner's MAC"
-        );
-    }
-    let ops: Vec<u8> = arp.iter().map(|f| f[21]).collect();
-    ensure!(
-        ops.iter().filter(|o| **o == 1).count() == 2
-            && ops.iter().filter(|o| **o == 2).count() == 2,
-        "{ops:?}"
-    );
-    ensure!(na.len() == 2, "2 unsolicited NAs, got {}", na.len());
-    for f in &na {
-        ensure!(f[0..6] == [0x33, 0x33, 0, 0, 0, 1], "to ff02::1");
-        ensure!(f[6..12] == mac6, "from the winner's MAC");
-        ensure!(f[21] == 255, "hop limit 255");
-        ensure!(f[38..54] == std::net::Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1).octets());
-        ensure!(
-            f[58] & 0xe0 == 0x20,
-            "override set, solicited and router clear"
+    // Alone: it changes the cluster's LBNodeAgent and counts every agent's GARPs.
+    let (c, k, ns, pools) = alone("garp")?;
+    let n = ns.name.as_str();
+    patch_agent_config(
+        &c,
+        json!({"garpConfig": {"enabled": true, "initialDelay": "50ms", "count": 2, "interval": "100ms"}}),
+    )?;
+    let result = (|| -> Result<()> {
+        let counts = |name: &str| -> Result<Vec<f64>> {
+            (0..c.nodes.len())
+                .map(|i| Ok(metric_value(&metrics(&c, i)?, name).unwrap_or(0.0)))
+                .collect()
+        };
+        let garps_before = counts("purelb_lbnodeagent_garp_sent_total")?;
+        let nas_before = counts("purelb_lbnodeagent_na_sent_total")?;
+        let router = c.router()?.ns().clone();
+        let sock = capture(&router, "eth1")?;
+        k.create_service(n, "web", &pools.local, &["IPv4", "IPv6"], json!({}))?;
+        let ips = k.wait_ingress(n, "web", 2)?;
+        let (IpAddr::V4(v4), IpAddr::V6(v6)) = (ips[0], ips[1]) else {
+            anyhow::bail!("{ips:?}");
+        };
+        let (w4, _) = wait_single_holder(&c, ips[0])?;
+        let (w6, _) = wait_single_holder(&c, ips[1])?;
+        let mac4 = mac_of(&c.nodes[w4].ns, &lan1_interface(&c, w4)?)?;
+        let mac6 = mac_of(&c.nodes[w6].ns, &lan1_interface(&c, w6)?)?;
+        let mut arp = Vec::new();
+        let mut na = Vec::new();
+        collect(
+            &sock,
+            Duration::from_secs(5),
+            |f| {
+                if f.len() >= 42
+                    && f[12..14] == [0x08, 0x06]
+                    && f[28..32] == v4.octets()
+                    && f[38..42] == v4.octets()
+                {
+                    arp.push(f.to_vec());
+                } else if f.len() >= 78
+                    && f[12..14] == [0x86, 0xdd]
+                    && f[20] == 58
+                    && f[54] == 136
+                    && f[62..78] == v6.octets()
+                {
+                    na.push(f.to_vec());
+                }
+                arp.len() >= 4 && na.len() >= 2
+            },
+            1,
         );
         ensure!(
-            f[78..80] == [2, 1] && f[80..86] == mac6,
-            "target link-layer address option"
+            arp.len() == 4,
+            "2 GARPs = 2 requests + 2 replies, got {}",
+            arp.len()
         );
-    }
-    let m4 = c.metrics(w4)?;
-    ensure!(
-        metric_value(&m4, "purelb_lbnodeagent_garp_sent_total") == Some(2.0),
-        "{m4}"
-    );
-    let m6 = c.metrics(w6)?;
-    ensure!(
-        metric_value(&m6, "purelb_lbnodeagent_na_sent_total") == Some(2.0),
-        "{m6}"
-    );
-    // No GARP from the losers, nor for remote addresses.
-    for (i, _) in c
-        .nodes
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| *i != w4 && *i != w6)
-    {
-        let m = c.metrics(i)?;
+        for f in &arp {
+            ensure!(f[0..6] == [0xff; 6], "broadcast");
+            ensure!(
+                f[6..12] == mac4 && f[22..28] == mac4,
+                "from the winner's MAC"
+            );
+        }
+        let ops: Vec<u8> = arp.iter().map(|f| f[21]).collect();
         ensure!(
-            metric_value(&m, "purelb_lbnodeagent_garp_sent_total") == Some(0.0),
-            "{m}"
+            ops.iter().filter(|o| **o == 1).count() == 2
+                && ops.iter().filter(|o| **o == 2).count() == 2,
+            "{ops:?}"
         );
-    }
-    Ok(())
+        ensure!(
+            na.len() == 2,
+            "2 unsolicited NAs, got {}: {:02x?} (winner {w6}, {mac6:02x?})",
+            na.len(),
+            na.iter()
+                .map(|f| (&f[0..6], &f[6..12], f[58]))
+                .collect::<Vec<_>>()
+        );
+        for f in &na {
+            ensure!(f[0..6] == [0x33, 0x33, 0, 0, 0, 1], "to ff02::1");
+            ensure!(f[6..12] == mac6, "from the winner's MAC");
+            ensure!(f[21] == 255, "hop limit 255");
+            ensure!(f[38..54] == std::net::Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1).octets());
+            ensure!(
+                f[58] & 0xe0 == 0x20,
+                "override set, solicited and router clear"
+            );
+            ensure!(
+                f[78..80] == [2, 1] && f[80..86] == mac6,
+                "target link-layer address option"
+            );
+        }
+        let garps = counts("purelb_lbnodeagent_garp_sent_total")?;
+        let nas = counts("purelb_lbnodeagent_na_sent_total")?;
+        ensure!(
+            garps[w4] - garps_before[w4] == 2.0,
+            "GARPs {garps_before:?} -> {garps:?}, winner {w4}"
+        );
+        ensure!(
+            nas[w6] - nas_before[w6] == 2.0,
+            "NAs {nas_before:?} -> {nas:?}, winner {w6}"
+        );
+        // No GARP from the losers, nor for remote addresses.
+        for i in (0..c.nodes.len()).filter(|i| *i != w4 && *i != w6) {
+            ensure!(
+                garps[i] == garps_before[i],
+                "node {i}: GARPs {garps_before:?} -> {garps:?}"
+            );
+        }
+        Ok(())
+    })();
+    patch_agent_config(
+        &c,
+        json!({"garpConfig": {"enabled": true, "initialDelay": null, "count": null, "interval": null}}),
+    )?;
+    result
 }
 
 #[test]
@@ -564,55 +694,63 @@ fn restart_keeps_addresses_without_a_flap() -> Result<()> {
     if !require_root() {
         return Ok(());
     }
-    let mut c = Cluster::new(Options::default())?;
-    c.create_service("web", &c.local_group(), &["IPv4"], json!({}))?;
-    c.create_service("remote", &c.remote_group(), &["IPv4"], json!({}))?;
-    let vip = c.wait_ingress("web", 1)?[0];
-    let rvip = c.wait_ingress("remote", 1)?[0];
-    let (w, _) = c.wait_single_holder(vip)?;
-    c.wait_holders(rvip, &[0, 1, 2])?;
-    let ns = c.nodes[w].ns.clone();
-    let lan_if = c.nodes[w].lan_if.clone();
-    let monitor = ns.spawn("monitor", &["ip", "-o", "monitor", "address"])?;
+    let (c, k, ns, pools) = alone("restart")?;
+    let n = ns.name.as_str();
+    k.create_service(n, "web", &pools.local, &["IPv4"], json!({}))?;
+    k.create_service(n, "remote", &pools.remote, &["IPv4"], json!({}))?;
+    let vip = k.wait_ingress(n, "web", 1)?[0];
+    let rvip = k.wait_ingress(n, "remote", 1)?[0];
+    let (w, _) = wait_single_holder(&c, vip)?;
+    wait_holders(&c, rvip, &(0..c.nodes.len()).collect::<Vec<_>>())?;
+    let node = c.nodes[w].name.clone();
+    let node_ns = c.nodes[w].ns.clone();
+    let lan_if = lan1_interface(&c, w)?;
+    let monitor = node_ns.spawn("monitor", &["ip", "-o", "monitor", "address"])?;
     std::thread::sleep(Duration::from_millis(300));
 
-    c.kill_agent(w)?;
-    // While the agent is down: an address with the agent's marker that no Service
-    // wants (a leftover), and one without it (the admin's).
-    let leftover: IpAddr = c.slot.node_v4(9).parse()?; // .10
-    let foreign: IpAddr = c.slot.node_v4(10).parse()?; // .11
-    {
-        let lan_if = lan_if.clone();
-        ns.run(move || -> Result<()> {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            rt.block_on(async {
-                let k = purelb_agent::kernel::Kernel::new()?;
-                let link = k.link_by_name(&lan_if).await?.context("lan link")?;
-                k.add_address(
+    // The agent killed, and kept down by a frozen kubelet while the test
+    // adds, on its NIC, an address with the agent's marker that no Service
+    // wants (a leftover), and one without it (the admin's). Two addresses of
+    // the test's own pool nobody was given.
+    let IpAddr::V4(first) = vip else {
+        anyhow::bail!("{vip}");
+    };
+    let leftover = IpAddr::V4((u32::from(first) + 4).into());
+    let foreign = IpAddr::V4((u32::from(first) + 5).into());
+    c.nodes[w].freeze_kubelet(true)?;
+    let down = (|| -> Result<()> {
+        kill_agent(&c, &node)?;
+        let nic = lan_if.clone();
+        node_ns.block_on(|| async move {
+            let kernel = purelb_agent::kernel::Kernel::new()?;
+            let link = kernel.link_by_name(&nic).await?.context("lan link")?;
+            kernel
+                .add_address(
                     link.index,
                     leftover,
-                    28,
+                    24,
                     &purelb_agent::kernel::AddressOptions {
                         no_prefix_route: true,
                         ..Default::default()
                     },
                 )
                 .await?;
-                anyhow::Ok(())
-            })
-        })??;
-    }
-    ns.add_addr(&lan_if, &format!("{foreign}/28"))?;
-    c.start_agent(w)?;
+            anyhow::Ok(())
+        })?;
+        node_ns.add_addr(&lan_if, &format!("{foreign}/24"))
+    })();
+    // The kubelet restarts the agent's container.
+    c.nodes[w].freeze_kubelet(false)?;
+    down?;
     wait_for(TIMEOUT, "the restarted agent to be ready", || {
-        c.ensure_agents_running()?;
-        Ok(c.http_get(w, "/readyz")?.ends_with("ok").then_some(()))
+        Ok(agent_http(&c, w, "/readyz")
+            .is_ok_and(|r| r.ends_with("ok"))
+            .then_some(()))
     })?;
     // Past the join hold-down and a few reconcile passes.
     std::thread::sleep(Duration::from_secs(2));
-    let after = addresses(&ns)?;
+    let after = addresses(&node_ns)?;
+    let _ = node_ns.ip(&["addr", "del", &format!("{foreign}/24"), "dev", &lan_if]);
     ensure!(
         after.iter().any(|a| a.ip == vip && a.ifname == lan_if),
         "local VIP kept: {after:?}"
@@ -629,8 +767,9 @@ fn restart_keeps_addresses_without_a_flap() -> Result<()> {
         after.iter().any(|a| a.ip == foreign),
         "foreign address untouched: {after:?}"
     );
-    ensure!(c.holders(vip)?.len() == 1, "nobody else took it");
+    ensure!(holders(&c, vip)?.len() == 1, "nobody else took it");
     let log = monitor.log();
+    let _ = monitor.kill();
     for ip in [vip, rvip] {
         let pattern = format!(" {ip}/");
         let deleted: Vec<&str> = log
@@ -647,11 +786,12 @@ fn restart_keeps_addresses_without_a_flap() -> Result<()> {
             .any(|l| l.starts_with("Deleted") && l.contains(&format!(" {leftover}/"))),
         "{log}"
     );
-    let m = c.metrics(w)?;
+    let m = metrics(&c, w)?;
     ensure!(
         metric_value(&m, "purelb_lbnodeagent_address_withdrawals_total") == Some(1.0),
         "{m}"
     );
+    wait_agents_rolled_out(&c)?;
     Ok(())
 }
 
@@ -660,43 +800,55 @@ fn invalid_regex_warns_and_keeps_the_last_good_config() -> Result<()> {
     if !require_root() {
         return Ok(());
     }
-    let c = Cluster::new(Options {
-        local: json!({"localInterface": "^eth", "dummyInterface": DUMMY}),
-        ..Options::default()
-    })?;
-    c.create_service("web", &c.local_group(), &["IPv4"], json!({}))?;
-    let vip = c.wait_ingress("web", 1)?[0];
-    let (w, _) = c.wait_single_holder(vip)?;
-    c.apply_agent(
-        "default",
-        json!({"localInterface": "eth(", "dummyInterface": DUMMY}),
-    )?;
-    let (kind, message) =
-        c.wait_event("default", "ConfigError", "keeps its previous configuration")?;
-    ensure!(kind == "Warning", "{kind}: {message}");
-    ensure!(message.contains("eth("), "{message}");
-    // Still announced, still configured, subnets still advertised.
-    std::thread::sleep(Duration::from_secs(2));
-    ensure!(c.holders(vip)?.iter().map(|(i, _)| *i).collect::<Vec<_>>() == [w]);
-    for i in 0..3 {
-        let m = c.metrics(i)?;
+    // Alone: it changes the cluster's LBNodeAgent.
+    let (c, k, ns, pools) = alone("regex")?;
+    let n = ns.name.as_str();
+    patch_agent_config(&c, json!({"localInterface": "^eth"}))?;
+    let result = (|| -> Result<()> {
+        k.create_service(n, "web", &pools.local, &["IPv4"], json!({}))?;
+        let vip = k.wait_ingress(n, "web", 1)?[0];
+        let (w, _) = wait_single_holder(&c, vip)?;
+        patch_agent_config(&c, json!({"localInterface": "eth("}))?;
+        let (kind, message) = k.wait_event(
+            INSTALL_NS,
+            "default",
+            "ConfigError",
+            "keeps its previous configuration",
+        )?;
+        ensure!(kind == "Warning", "{kind}: {message}");
+        ensure!(message.contains("eth("), "{message}");
+        // Still announced, still configured, subnets still advertised.
+        std::thread::sleep(Duration::from_secs(2));
         ensure!(
-            metric_line(
-                &m,
-                "purelb_lbnodeagent_selector_state{state=\"configured\"}"
-            ) == Some(1.0),
-            "{m}"
+            holders(&c, vip)?
+                .iter()
+                .map(|(i, _)| *i)
+                .collect::<Vec<_>>()
+                == [w]
         );
-        ensure!(
-            metric_value(&m, "purelb_election_local_subnet_count") == Some(2.0),
-            "{m}"
-        );
-    }
-    // A new Service is still announced with the kept configuration.
-    c.create_service("web2", &c.local_group(), &["IPv4"], json!({}))?;
-    let vip2 = c.wait_ingress("web2", 1)?[0];
-    c.wait_single_holder(vip2)?;
-    Ok(())
+        for (i, node) in c.nodes.iter().enumerate() {
+            let m = metrics(&c, i)?;
+            ensure!(
+                metric_line(
+                    &m,
+                    "purelb_lbnodeagent_selector_state{state=\"configured\"}"
+                ) == Some(1.0),
+                "{m}"
+            );
+            ensure!(
+                metric_value(&m, "purelb_election_local_subnet_count")
+                    == Some(node_subnets(&node.ns)?.len() as f64),
+                "{m}"
+            );
+        }
+        // A new Service is still announced with the kept configuration.
+        k.create_service(n, "web2", &pools.local, &["IPv4"], json!({}))?;
+        let vip2 = k.wait_ingress(n, "web2", 1)?[0];
+        wait_single_holder(&c, vip2)?;
+        Ok(())
+    })();
+    patch_agent_config(&c, json!({"localInterface": "default"}))?;
+    result
 }
 
 #[test]
@@ -704,19 +856,18 @@ fn link_down_drops_subnets_and_the_vip_moves() -> Result<()> {
     if !require_root() {
         return Ok(());
     }
-    let c = Cluster::new(Options::default())?;
-    c.create_service("web", &c.local_group(), &["IPv4"], json!({}))?;
-    let vip = c.wait_ingress("web", 1)?[0];
-    let (w, _) = c.wait_single_holder(vip)?;
-    // Carrier loss on the winner's NIC: the bridge port of its veth goes down.
+    let (c, k, ns, pools) = alone("linkdown")?;
+    let n = ns.name.as_str();
+    let (vip, w) = local_web(&c, &k, n, &pools)?;
+    let node = c.nodes[w].name.clone();
+    // Carrier loss on the winner's lan1 NIC: the bridge port of its veth goes down.
+    let lan_if = lan1_interface(&c, w)?;
     let peer_index = {
-        let out = c.nodes[w]
-            .ns
-            .ip(&["-j", "link", "show", "dev", &c.nodes[w].lan_if])?;
+        let out = c.nodes[w].ns.ip(&["-j", "link", "show", "dev", &lan_if])?;
         let v: serde_json::Value = serde_json::from_str(&out)?;
         v[0]["link_index"].as_u64().context("veth peer index")?
     };
-    let lan = c.lan.ns().clone();
+    let lan = c.lans.get("lan1").context("no lan1")?.ns().clone();
     let out = lan.ip(&["-j", "link", "show"])?;
     let links: serde_json::Value = serde_json::from_str(&out)?;
     let port = links
@@ -728,34 +879,25 @@ fn link_down_drops_subnets_and_the_vip_moves() -> Result<()> {
         .context("bridge port")?
         .to_owned();
     lan.ip(&["link", "set", &port, "down"])?;
-    let (to, _) = c.wait_single_holder(vip)?;
-    let (to, _) = if to == w {
-        // Still the old holder for a moment: wait for the move.
-        wait_for(TIMEOUT, "the VIP to move", || {
-            let h = c.holders(vip)?;
-            Ok((h.len() == 1 && h[0].0 != w).then(|| h[0].clone()))
-        })
-        .with_context(|| c.logs())?
-    } else {
-        (to, c.holders(vip)?[0].1.clone())
-    };
-    ensure!(to != w);
-    wait_for(TIMEOUT, "the lease to drop the subnets", || {
-        let lease = c.lease(w)?.context("lease")?;
-        let subnets = lease
-            .metadata
-            .annotations
-            .unwrap_or_default()
-            .get("purelb.io/subnets")
-            .cloned();
-        Ok((subnets.as_deref() == Some("")).then_some(()))
-    })?;
+    let result = (|| -> Result<()> {
+        let to = wait_moved_off(&c, vip, w, TIMEOUT)?;
+        ensure!(to != w);
+        wait_for(TIMEOUT, "the lease to drop lan1's subnets", || {
+            let lease = k.lease(&node)?.context("lease")?;
+            let subnets = lease
+                .metadata
+                .annotations
+                .unwrap_or_default()
+                .get("purelb.io/subnets")
+                .cloned()
+                .unwrap_or_default();
+            Ok((!subnets.split(',').any(|s| s == LAN1_V4 || s == LAN1_V6)).then_some(()))
+        })?;
+        Ok(())
+    })();
     // Carrier back: subnets return and the VIP goes back to the hash winner.
     lan.ip(&["link", "set", &port, "up"])?;
-    wait_for(TIMEOUT, "the VIP back on the original winner", || {
-        let h = c.holders(vip)?;
-        Ok((h.len() == 1 && h[0].0 == w).then_some(()))
-    })
-    .with_context(|| c.logs())?;
+    result?;
+    wait_back_on(&c, vip, w, TIMEOUT)?;
     Ok(())
 }

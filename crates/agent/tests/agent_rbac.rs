@@ -1,4 +1,4 @@
-//! The node agent under its own ServiceAccount (issue 6, item 4): the deploy RBAC is applied
+//! The node agent under its own ServiceAccount: the deploy RBAC is applied
 //! to this binary's control plane with server-side apply, exactly as deploy/README.md says
 //! (`deploy`, then `deploy/defaults`), and one real `lbnodeagent` runs in a node namespace
 //! with a kubeconfig holding a token of `purelb-system/lbnodeagent` (TokenRequest) and
@@ -15,14 +15,13 @@
 //! holds one test (and a lock, should another be added). Needs root; fails instead of
 //! skipping under CI=true.
 
-mod agent_lab;
+mod on_cluster;
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use agent_lab::{DUMMY, InProcessAllocator, addresses, annotation, ingress, tail, wait_for};
 use anyhow::{Context, Result, bail, ensure};
 use k8s_openapi::api::authentication::v1::SelfSubjectReview;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -30,11 +29,12 @@ use k8s_openapi::api::core::v1::{Event, Node, Secret, Service};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
+use on_cluster::{DUMMY, addresses, annotation, ingress, require_root, tail, wait_for};
 use purelb_api::crd::BGPConfiguration;
 use purelb_api::crd::bgp_node_status::BGPNodeStatus;
 use serde_json::{Value, json};
 use testbed::controlplane::{self, ControlPlane};
-use testbed::netlab::{Frr, Lab, LinkSpec, Proc, require_root};
+use testbed::netlab::{Frr, Lab, LinkSpec, Proc};
 
 const NS: &str = "purelb-system";
 const SA: &str = "lbnodeagent";
@@ -327,7 +327,7 @@ fn the_agent_does_all_its_work_under_its_service_account() -> Result<()> {
     let agent = node.spawn_env(
         "agent",
         &[
-            agent_lab::agent_bin(),
+            env!("CARGO_BIN_EXE_lbnodeagent"),
             "--namespace",
             NS,
             "--node-name",
@@ -570,4 +570,66 @@ fn refusals_are_found_and_numbers_are_not() {
                {\"elapsed\":\"0.403s\",\"rv\":\"40312\"}\n";
     let found = refusals(log);
     assert_eq!(found.len(), 2, "{found:?}");
+}
+
+/// The allocator's controller on a thread and runtime of its own, stopped on drop.
+pub struct InProcessAllocator {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl InProcessAllocator {
+    pub fn start(namespace: &str) -> Result<Self> {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let namespace = namespace.to_owned();
+        let thread = std::thread::Builder::new()
+            .name("allocator".into())
+            .spawn(move || {
+                let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                else {
+                    return;
+                };
+                rt.block_on(async move {
+                    let Ok(client) = controlplane::shared().client().await else {
+                        return;
+                    };
+                    let settings = purelb_allocator::controller::Settings {
+                        namespace: Some(namespace),
+                        default_announcer: true,
+                    };
+                    let run = purelb_allocator::controller::Controller::run(
+                        client,
+                        settings,
+                        Arc::new(purelb_allocator::metrics::Metrics::new()),
+                        Arc::new(purelb_kube_edge::http::Health::default()),
+                        purelb_allocator::leader::Leadership::Always,
+                    );
+                    tokio::select! {
+                        result = run => {
+                            if let Err(e) = result {
+                                eprintln!("in-process allocator stopped: {e}");
+                            }
+                        }
+                        _ = stopped => {}
+                    }
+                });
+            })?;
+        Ok(Self {
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for InProcessAllocator {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }

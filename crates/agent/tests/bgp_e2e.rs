@@ -1,135 +1,38 @@
-//! The whole path of issue 6: three node namespaces each running `lbnodeagent` (with its
-//! embedded speaker), the allocator, one FRR router peered with all three (eBGP, ECMP) and a
-//! client namespace behind the router. A remote Service's address goes onto every node's
-//! `kube-lb0`, becomes a BGP route with a next hop per node, follows aggregation,
-//! `externalTrafficPolicy: Local` and agent restarts, carries TCP from the client to a server in
-//! a node, and is withdrawn when the Service goes. Needs root (fails instead of skipping under
-//! CI=true).
+//! The whole BGP path on the real cluster (see `on_cluster`): every node's
+//! lbnodeagent pod (with its embedded speaker) peered with the lab's FRR
+//! router (eBGP, ECMP) by the lab's BGPConfiguration, a client behind the
+//! router. A remote Service's address goes onto every node's `kube-lb0`,
+//! becomes a BGP route with a next hop per node, follows aggregation,
+//! `externalTrafficPolicy: Local` and agent restarts, carries traffic from the
+//! client to a backend pod, and is withdrawn when the Service goes. Needs root
+//! (fails instead of skipping under CI=true).
 
-mod agent_lab;
+mod on_cluster;
 
-use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use agent_lab::*;
 use anyhow::{Context, Result, ensure};
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
+use on_cluster::*;
+use purelb_api::crd::BGPConfiguration;
 use purelb_api::crd::bgp_node_status::BGPNodeStatus;
 use serde_json::{Value, json};
-use testbed::netlab::{Frr, LinkSpec, Ns, require_root};
+use testbed::cluster::Cluster;
+use testbed::cluster::workload::Families;
+use testbed::netlab::Frr;
 
-const ROUTER_AS: u32 = 65001;
-const NODE_AS: u32 = 65000;
-
-/// FRR on the lab's peer namespace, peered with the three nodes over IPv4 (and, with `v6`,
-/// over IPv6 for IPv6 unicast), ECMP over them.
-fn router_with(c: &Cluster, v6: bool) -> Result<Frr> {
-    let neighbor = |n: String| {
-        format!(
-            " neighbor {n} remote-as {NODE_AS}\n neighbor {n} timers connect 1\n neighbor {n} advertisement-interval 0\n"
-        )
-    };
-    let mut neighbors: String = (0..3).map(|i| neighbor(c.slot.node_v4(i))).collect();
-    let mut v6_family = String::new();
-    if v6 {
-        neighbors.extend((0..3).map(|i| neighbor(c.slot.node_v6(i))));
-        v6_family.push_str(" address-family ipv6 unicast\n  maximum-paths 8\n");
-        for i in 0..3 {
-            v6_family.push_str(&format!("  neighbor {} activate\n", c.slot.node_v6(i)));
-        }
-        v6_family.push_str(" exit-address-family\n");
-    }
-    let no_v6_on_v4: String = (0..3)
-        .map(|i| format!("  no neighbor {} activate\n", c.slot.node_v6(i)))
-        .filter(|_| v6)
-        .collect();
-    let conf = format!(
-        "frr defaults traditional\n\
-         router bgp {ROUTER_AS}\n\
-         \x20bgp router-id {}\n\
-         \x20no bgp ebgp-requires-policy\n\
-         {neighbors}\
-         \x20address-family ipv4 unicast\n\
-         \x20 maximum-paths 8\n\
-         {no_v6_on_v4}\
-         \x20exit-address-family\n\
-         {v6_family}",
-        c.slot.peer_v4()
-    );
-    c.lab.frr(&c.peer, &conf)
-}
-
-fn router(c: &Cluster) -> Result<Frr> {
-    router_with(c, false)
-}
-
-/// The router also answers as the nodes' default gateway, and forwards.
-fn make_router_the_gateway(c: &Cluster) -> Result<()> {
-    c.peer
-        .add_addr(&c.peer_if, &format!("198.51.100.{}/28", c.slot.0 * 16 + 14))?;
-    c.peer.sysctl("net.ipv4.ip_forward", "1")?;
-    Ok(())
-}
-
-/// A client namespace behind the router (100.64.<slot>.0/30, shared address space, only
-/// inside this lab).
-fn client(c: &Cluster) -> Result<Ns> {
-    let ns = c.lab.node("client")?;
-    let s = c.slot.0;
-    c.lab.link(
-        &c.peer,
-        &ns,
-        LinkSpec::new().v4(&format!("100.64.{s}.1/30"), &format!("100.64.{s}.2/30")),
-    )?;
-    ns.add_route("default", &format!("100.64.{s}.1"))?;
-    Ok(ns)
-}
-
-fn apply_bgp_config(c: &Cluster) -> Result<()> {
-    apply_bgp_config_with(c, false)
-}
-
-/// AS 65000 on every node, importing `kube-lb0`; the router as an IPv4 neighbour for IPv4
-/// unicast and, with `v6`, as an IPv6 neighbour for IPv6 unicast.
-fn apply_bgp_config_with(c: &Cluster, v6: bool) -> Result<()> {
-    let api: Api<purelb_api::crd::BGPConfiguration> = Api::namespaced(c.client.clone(), c.ns());
-    let neighbor = |address: String, family: &str| {
-        json!({
-            "config": {"neighborAddress": address, "peerAsn": ROUTER_AS},
-            "afiSafis": [{"family": family, "enabled": true}],
-            "timers": {"config": {"connectRetry": 1}},
-        })
-    };
-    let mut neighbors = vec![neighbor(c.slot.peer_v4(), "ipv4-unicast")];
-    if v6 {
-        neighbors.push(neighbor(c.slot.peer_v6(), "ipv6-unicast"));
-    }
-    let body = json!({
-        "apiVersion": "bgp.purelb.io/v1", "kind": "BGPConfiguration",
-        "metadata": {"name": "default"},
-        "spec": {
-            "global": {"asn": NODE_AS, "routerID": ""},
-            "netlinkImport": {"enabled": true, "interfaceList": [DUMMY]},
-            "neighbors": neighbors,
-        },
-    });
-    c.rt.block_on(api.patch(
-        "default",
-        &PatchParams::apply("bgp-e2e").force(),
-        &Patch::Apply(&body),
-    ))?;
-    Ok(())
-}
-
+/// The next hops the router should have for a prefix announced by `nodes`.
 fn node_ips(c: &Cluster, nodes: &[usize], v6: bool) -> Vec<String> {
     let mut v: Vec<String> = nodes
         .iter()
         .map(|i| {
             if v6 {
-                c.slot.node_v6(*i)
+                node_v6(c, *i).to_string()
             } else {
-                c.slot.node_v4(*i)
+                node_v4(c, *i).to_string()
             }
         })
         .collect();
@@ -143,7 +46,6 @@ fn wait_next_hops(c: &Cluster, frr: &Frr, prefix: &str, nodes: &[usize]) -> Resu
         TIMEOUT,
         &format!("{prefix} via {want:?} in the router's RIB"),
         || {
-            c.ensure_agents_running()?;
             let got = frr.rib_next_hops(prefix)?;
             Ok((got == want).then_some(()))
         },
@@ -152,37 +54,76 @@ fn wait_next_hops(c: &Cluster, frr: &Frr, prefix: &str, nodes: &[usize]) -> Resu
         format!(
             "{}\n{}",
             frr.vtysh("show bgp ipv4 unicast").unwrap_or_default(),
-            c.logs()
+            agent_logs_about(c, prefix.split('/').next().unwrap_or(prefix))
         )
     })
 }
 
-fn node_statuses(c: &Cluster) -> Result<Vec<BGPNodeStatus>> {
-    let api: Api<BGPNodeStatus> = Api::all(c.client.clone());
+/// Every session of the router with the nodes Established.
+fn wait_sessions(c: &Cluster, frr: &Frr, v6: bool) -> Result<()> {
+    for peer in node_ips(c, &(0..c.nodes.len()).collect::<Vec<_>>(), v6) {
+        frr.wait_established(&peer, TIMEOUT)?;
+    }
+    Ok(())
+}
+
+fn node_statuses(k: &Kube, c: &Cluster) -> Result<Vec<BGPNodeStatus>> {
+    let api: Api<BGPNodeStatus> = Api::all(k.client.clone());
     let mut out = Vec::new();
     for n in &c.nodes {
-        if let Some(s) = c.rt.block_on(api.get_opt(&n.name))? {
+        if let Some(s) = k.rt.block_on(api.get_opt(&n.name))? {
             out.push(s);
         }
     }
     Ok(out)
 }
 
-/// A TCP server bound to `vip:port` in `ns` that answers one connection with `reply`.
-fn serve_once(
-    ns: &Ns,
-    vip: IpAddr,
-    port: u16,
-    reply: &'static str,
-) -> Result<std::thread::JoinHandle<()>> {
-    let listener = ns.run(|| TcpListener::bind((vip, port)))??;
-    Ok(std::thread::spawn(move || {
-        if let Ok((mut s, _)) = listener.accept() {
-            let mut buf = [0u8; 4];
-            let _ = s.read(&mut buf);
-            let _ = s.write_all(reply.as_bytes());
-        }
-    }))
+fn bgp_configs(k: &Kube) -> Api<BGPConfiguration> {
+    Api::namespaced(k.client.clone(), INSTALL_NS)
+}
+
+/// Watches `node`'s BGPNodeStatus until stopped; whether a condition with
+/// `reason` was ever seen.
+struct ConditionWatch {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<bool>,
+}
+
+impl ConditionWatch {
+    fn start(c: &Cluster, node: &str, reason: &'static str) -> ConditionWatch {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = stop.clone();
+        let kubeenv = c.control_plane().kubeenv_bin().to_owned();
+        let kubeconfig = c.control_plane().kubeconfig_path().to_owned();
+        let node = node.to_owned();
+        let thread = std::thread::spawn(move || {
+            while !stopping.load(Ordering::Relaxed) {
+                let out = std::process::Command::new(&kubeenv)
+                    .arg("kubectl")
+                    .arg("--kubeconfig")
+                    .arg(&kubeconfig)
+                    .args([
+                        "get",
+                        "bgpns",
+                        &node,
+                        "-o",
+                        "jsonpath={.status.conditions[*].reason}",
+                    ])
+                    .output();
+                if out.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(reason)) {
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            false
+        });
+        ConditionWatch { stop, thread }
+    }
+
+    fn finish(self) -> bool {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap_or(false)
+    }
 }
 
 #[test]
@@ -190,111 +131,143 @@ fn remote_service_routes_reach_the_router_and_carry_traffic() -> Result<()> {
     if !require_root() {
         return Ok(());
     }
-    let mut c = Cluster::new(Options::default())?;
-    make_router_the_gateway(&c)?;
-    let frr = router(&c)?;
-    let client = client(&c)?;
-    apply_bgp_config(&c)?;
-    for i in 0..3 {
-        frr.wait_established(&c.slot.node_v4(i), TIMEOUT)
-            .with_context(|| c.logs())?;
-    }
+    // Alone: it stops an agent.
+    let (c, k, ns, pools) = alone("bgp")?;
+    let n = ns.name.as_str();
+    let frr = c.router()?.clone();
+    wait_sessions(&c, &frr, false)?;
+    let all: Vec<usize> = (0..c.nodes.len()).collect();
 
-    c.create_service("web", &c.remote_group(), &["IPv4"], json!({}))?;
-    let vip = c.wait_ingress("web", 1)?[0];
-    c.wait_holders(vip, &[0, 1, 2])?;
+    k.create_service(n, "web", &pools.remote, &["IPv4"], json!({}))?;
+    let vip = k.wait_ingress(n, "web", 1)?[0];
+    wait_holders(&c, vip, &all)?;
     // The pool aggregates to /30: the router learns the /30 from every node.
     let IpAddr::V4(v4) = vip else {
         anyhow::bail!("IPv4 VIP expected, got {vip}");
     };
     let net30 = std::net::Ipv4Addr::from(u32::from(v4) & !3);
-    wait_next_hops(&c, &frr, &format!("{net30}/30"), &[0, 1, 2])?;
+    wait_next_hops(&c, &frr, &format!("{net30}/30"), &all)?;
 
     // Aggregation /32: one host route per VIP, still from every node.
-    let s = c.slot;
-    c.apply_group(
-        &c.remote_group(),
-        json!({"remote": {"v4pools": [{"pool": s.remote_v4_subnet(), "subnet": s.remote_v4_subnet(), "aggregation": "/32"}]}}),
+    ns.group(
+        &k,
+        &pools.remote,
+        json!({"remote": {"v4pools": [{"pool": pools.remote_v4_subnet(), "subnet": pools.remote_v4_subnet(), "aggregation": "/32"}]}}),
     )?;
     let host = format!("{vip}/32");
-    wait_next_hops(&c, &frr, &host, &[0, 1, 2])?;
+    wait_next_hops(&c, &frr, &host, &all)?;
     wait_next_hops(&c, &frr, &format!("{net30}/30"), &[])?;
 
-    // kubectl get bgpns: every node's neighbour Established with the route sent.
+    // kubectl get bgpns: every node's neighbours Established, the IPv4 one
+    // with the route sent.
     wait_for(TIMEOUT, "BGPNodeStatus of every node Established", || {
-        let all = node_statuses(&c)?;
-        let ok = all.len() == 3
-            && all.iter().all(|s| {
+        let statuses = node_statuses(&k, &c)?;
+        let ok = statuses.len() == c.nodes.len()
+            && statuses.iter().all(|s| {
                 s.status.as_ref().is_some_and(|st| {
-                    st.neighbors.as_ref().is_some_and(|n| {
-                        n.len() == 1 && n[0].state == "Established" && n[0].prefixes_sent >= 1
+                    st.neighbors.as_ref().is_some_and(|neighbours| {
+                        !neighbours.is_empty()
+                            && neighbours.iter().all(|n| n.state == "Established")
+                            && neighbours
+                                .iter()
+                                .any(|n| !n.address.contains(':') && n.prefixes_sent >= 1)
                     }) && st.healthy == Some(true)
                 })
             });
         Ok(ok.then_some(()))
     })?;
-    let out = testbed::controlplane::shared().kubectl(&["get", "bgpns", "-o", "wide"])?;
-    let table = String::from_utf8_lossy(&out.stdout).into_owned();
-    for n in &c.nodes {
+    let table = c.kubectl_text(&["get", "bgpns", "-o", "wide"])?;
+    for node in &c.nodes {
         ensure!(
             table
                 .lines()
-                .any(|l| l.starts_with(&n.name) && l.contains("true")),
+                .any(|l| l.starts_with(&node.name) && l.contains("true")),
             "{} not healthy in:\n{table}",
-            n.name
+            node.name
         );
     }
 
     // ETP Local: only nodes with a ready endpoint advertise, and the set follows them.
-    c.set_endpoints("web", &[(0, true)])?;
-    c.patch_service("web", json!({"spec": {"externalTrafficPolicy": "Local"}}))?;
+    let node = |i: usize| c.nodes[i].name.as_str();
+    k.set_endpoints(n, "web", &[(node(0), true)])?;
+    k.patch_service(
+        n,
+        "web",
+        json!({"spec": {"externalTrafficPolicy": "Local"}}),
+    )?;
     wait_next_hops(&c, &frr, &host, &[0])?;
-
-    // TCP from the client, routed by the BGP route, to a server on node 0.
-    let server = serve_once(&c.nodes[0].ns, vip, 8080, "n1")?;
-    let mut stream = client.connect_tcp(SocketAddr::new(vip, 8080), Duration::from_secs(5))?;
-    stream.write_all(b"ping")?;
-    let mut reply = String::new();
-    stream.read_to_string(&mut reply)?;
-    ensure!(reply == "n1", "reply {reply:?}");
-    let _ = server.join();
-
-    c.set_endpoints("web", &[(0, true), (2, true)])?;
+    k.set_endpoints(n, "web", &[(node(0), true), (node(2), true)])?;
     wait_next_hops(&c, &frr, &host, &[0, 2])?;
+
+    // Traffic from the client, routed by the BGP route, to a backend pod on
+    // the only node with an endpoint.
+    c.deploy_web_on(
+        n,
+        "pod",
+        1,
+        &format!("{{kubernetes.io/hostname: {}}}", node(0)),
+    )?;
+    let pod_ip = c.lb_service(&service(
+        n,
+        "pod",
+        "pod",
+        &pools.remote,
+        Families::Ipv4,
+        "Local",
+    ))?[0];
+    wait_next_hops(&c, &frr, &format!("{pod_ip}/32"), &[0])?;
+    let pod = answer_from(&c, Some(c.host("client")?), pod_ip)?;
+    ensure!(pods_of(&c, n, "pod")?.contains(&pod), "{pod} answered");
 
     // Back to Cluster; a gracefully stopped agent takes only its own next hop away.
-    c.patch_service("web", json!({"spec": {"externalTrafficPolicy": "Cluster"}}))?;
-    wait_next_hops(&c, &frr, &host, &[0, 1, 2])?;
-    c.stop_agent(1)?;
-    wait_next_hops(&c, &frr, &host, &[0, 2])?;
-    let stopped = node_statuses(&c)?
-        .into_iter()
-        .find(|s| s.metadata.name.as_deref() == Some(c.nodes[1].name.as_str()))
-        .and_then(|s| s.status)
-        .and_then(|s| s.conditions)
-        .unwrap_or_default();
+    k.patch_service(
+        n,
+        "web",
+        json!({"spec": {"externalTrafficPolicy": "Cluster"}}),
+    )?;
+    wait_next_hops(&c, &frr, &host, &all)?;
+    let shutdown = ConditionWatch::start(&c, node(1), "AgentShutdown");
+    let agent = agent_pod_on(&c, node(1))?;
+    c.kubectl(&["-n", INSTALL_NS, "delete", "pod", &agent, "--wait=false"])?;
+    let without_1: Vec<usize> = all.iter().copied().filter(|i| *i != 1).collect();
+    let gone = wait_next_hops(&c, &frr, &host, &without_1);
+    let said_shutdown = shutdown.finish();
+    gone?;
     ensure!(
-        stopped.iter().any(|c| c.reason == "AgentShutdown"),
-        "{stopped:?}"
+        said_shutdown,
+        "{}'s BGPNodeStatus never said AgentShutdown",
+        node(1)
     );
-    c.start_agent(1)?;
-    wait_next_hops(&c, &frr, &host, &[0, 1, 2])?;
+    // The DaemonSet's replacement brings the next hop back.
+    wait_agents_rolled_out(&c)?;
+    wait_next_hops(&c, &frr, &host, &all)?;
 
     // Deleting the Service withdraws the route everywhere.
-    c.delete_service("web")?;
+    k.delete_service(n, "web")?;
     wait_next_hops(&c, &frr, &host, &[])?;
-    let bgp_config: Value = serde_json::to_value(
-        c.rt.block_on(
-            Api::<purelb_api::crd::BGPConfiguration>::namespaced(c.client.clone(), c.ns())
-                .get("default"),
-        )?
-        .status,
-    )?;
+    let bgp_config: Value =
+        serde_json::to_value(k.rt.block_on(bgp_configs(&k).get("default"))?.status)?;
     ensure!(
         bgp_config["conditions"][0]["status"] == "True",
         "BGPConfiguration status: {bgp_config}"
     );
     Ok(())
+}
+
+/// The Ready condition of the BGPConfiguration `name`, once `accept` takes it.
+fn wait_ready(
+    k: &Kube,
+    name: &str,
+    what: &str,
+    accept: impl Fn(&k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition) -> bool,
+) -> Result<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    wait_for(TIMEOUT, what, || {
+        let s = k.rt.block_on(bgp_configs(k).get(name))?.status;
+        Ok(s.and_then(|s| s.conditions)
+            .unwrap_or_default()
+            .into_iter()
+            .find(|c| c.type_ == "Ready" && accept(c)))
+    })
 }
 
 /// A bad BGPConfiguration (a community out of range) is refused with Ready=False and a message
@@ -304,15 +277,13 @@ fn a_bad_bgp_configuration_keeps_the_last_good_one() -> Result<()> {
     if !require_root() {
         return Ok(());
     }
-    let c = Cluster::new(Options::default())?;
-    make_router_the_gateway(&c)?;
-    let frr = router(&c)?;
-    apply_bgp_config(&c)?;
-    for i in 0..3 {
-        frr.wait_established(&c.slot.node_v4(i), TIMEOUT)
-            .with_context(|| c.logs())?;
-    }
-    let api: Api<purelb_api::crd::BGPConfiguration> = Api::namespaced(c.client.clone(), c.ns());
+    // Alone: it changes the cluster's BGPConfiguration.
+    let c = cluster_mut();
+    wait_agents_steady(&c)?;
+    let k = Kube::new(&c)?;
+    let frr = c.router()?.clone();
+    wait_sessions(&c, &frr, false)?;
+    // A field of its own added to the lab's configuration, by a manager of its own.
     let bad = json!({
         "apiVersion": "bgp.purelb.io/v1", "kind": "BGPConfiguration",
         "metadata": {"name": "default"},
@@ -320,61 +291,60 @@ fn a_bad_bgp_configuration_keeps_the_last_good_one() -> Result<()> {
             "conditions": {}, "actions": {"routeAction": "accept",
             "community": {"type": "add", "communities": ["65000:99999"]}}}]}]},
     });
-    c.rt.block_on(api.patch(
-        "default",
-        &PatchParams::apply("bgp-e2e-bad").force(),
-        &Patch::Apply(&bad),
-    ))?;
-    let status = wait_for(TIMEOUT, "Ready=False on the BGPConfiguration", || {
-        let s = c.rt.block_on(api.get("default"))?.status;
-        let ready = s
-            .as_ref()
-            .and_then(|s| s.conditions.clone())
-            .unwrap_or_default()
-            .into_iter()
-            .find(|c| c.type_ == "Ready");
-        Ok(ready.filter(|r| r.status == "False"))
-    })?;
-    ensure!(status.reason == "ConfigurationInvalid", "{status:?}");
-    ensure!(status.message.contains("65000:99999"), "{status:?}");
-    c.wait_event("default", "ConfigurationInvalid", "65000:99999")
-        .context("Warning event on the BGPConfiguration")?;
-    // A second, newer BGPConfiguration is refused with a condition naming the one in effect.
-    let second = json!({
-        "apiVersion": "bgp.purelb.io/v1", "kind": "BGPConfiguration",
-        "metadata": {"name": "second"},
-        "spec": {"global": {"asn": 64999},
-                 "neighbors": [{"config": {"neighborAddress": "198.51.100.99", "peerAsn": 64998}}]},
-    });
-    c.rt.block_on(api.patch(
-        "second",
-        &PatchParams::apply("bgp-e2e").force(),
-        &Patch::Apply(&second),
-    ))?;
-    let superseded = wait_for(
-        TIMEOUT,
-        "Ready=False/Superseded on the second BGPConfiguration",
-        || {
-            let s = c.rt.block_on(api.get("second"))?.status;
-            let ready = s
-                .and_then(|s| s.conditions)
-                .unwrap_or_default()
-                .into_iter()
-                .find(|c| c.type_ == "Ready" && c.reason == "Superseded");
-            Ok(ready)
-        },
-    )?;
-    ensure!(
-        superseded.message.contains(&format!("{}/default", c.ns())),
-        "{superseded:?}"
-    );
-    std::thread::sleep(Duration::from_secs(3));
-    for i in 0..3 {
+    k.apply::<BGPConfiguration>("bgp-e2e-bad", &bad)?;
+    let result = (|| -> Result<()> {
+        let status = wait_ready(&k, "default", "Ready=False on the BGPConfiguration", |c| {
+            c.status == "False"
+        })?;
+        ensure!(status.reason == "ConfigurationInvalid", "{status:?}");
+        ensure!(status.message.contains("65000:99999"), "{status:?}");
+        k.wait_event(INSTALL_NS, "default", "ConfigurationInvalid", "65000:99999")
+            .context("Warning event on the BGPConfiguration")?;
+        // A second, newer BGPConfiguration is refused with a condition naming the one in effect.
+        let second = json!({
+            "apiVersion": "bgp.purelb.io/v1", "kind": "BGPConfiguration",
+            "metadata": {"name": "second"},
+            "spec": {"global": {"asn": 64999},
+                     "neighbors": [{"config": {"neighborAddress": "172.30.250.99", "peerAsn": 64998}}]},
+        });
+        k.apply::<BGPConfiguration>("bgp-e2e", &second)?;
+        let superseded = wait_ready(
+            &k,
+            "second",
+            "Ready=False/Superseded on the second BGPConfiguration",
+            |c| c.reason == "Superseded",
+        )?;
         ensure!(
-            frr.bgp_state(&c.slot.node_v4(i))?.as_deref() == Some("Established"),
-            "node {i}'s session went down"
+            superseded
+                .message
+                .contains(&format!("{INSTALL_NS}/default")),
+            "{superseded:?}"
         );
-    }
+        std::thread::sleep(Duration::from_secs(3));
+        for peer in node_ips(&c, &(0..c.nodes.len()).collect::<Vec<_>>(), false) {
+            ensure!(
+                frr.bgp_state(&peer)?.as_deref() == Some("Established"),
+                "{peer}'s session went down"
+            );
+        }
+        Ok(())
+    })();
+    // The lab's configuration as it was: the bad field's manager gives it up.
+    k.apply::<BGPConfiguration>(
+        "bgp-e2e-bad",
+        &json!({"apiVersion": "bgp.purelb.io/v1", "kind": "BGPConfiguration",
+                "metadata": {"name": "default"}}),
+    )?;
+    let _ = c.kubectl(&[
+        "-n",
+        INSTALL_NS,
+        "delete",
+        "bgpconfiguration",
+        "second",
+        "--ignore-not-found",
+    ]);
+    result?;
+    wait_ready(&k, "default", "Ready=True again", |c| c.status == "True")?;
     Ok(())
 }
 
@@ -385,28 +355,25 @@ fn ipv6_service_routes_over_ipv6_sessions() -> Result<()> {
     if !require_root() {
         return Ok(());
     }
-    let c = Cluster::new(Options::default())?;
-    make_router_the_gateway(&c)?;
-    let frr = router_with(&c, true)?;
-    apply_bgp_config_with(&c, true)?;
-    for i in 0..3 {
-        frr.wait_established(&c.slot.node_v6(i), TIMEOUT)
-            .with_context(|| c.logs())?;
-    }
-    c.create_service("web6", &c.remote_group(), &["IPv6"], json!({}))?;
-    let vip = c.wait_ingress("web6", 1)?[0];
-    c.wait_holders(vip, &[0, 1, 2])?;
-    wait_next_hops(&c, &frr, &c.slot.remote_v6_subnet(), &[0, 1, 2])?;
-    let s = c.slot;
-    c.apply_group(
-        &c.remote_group(),
+    let (c, k, ns, pools) = together("bgp6")?;
+    let n = ns.name.as_str();
+    let frr = c.router()?.clone();
+    wait_sessions(&c, &frr, true)?;
+    let all: Vec<usize> = (0..c.nodes.len()).collect();
+    k.create_service(n, "web6", &pools.remote, &["IPv6"], json!({}))?;
+    let vip = k.wait_ingress(n, "web6", 1)?[0];
+    wait_holders(&c, vip, &all)?;
+    wait_next_hops(&c, &frr, &pools.remote_v6_subnet(), &all)?;
+    ns.group(
+        &k,
+        &pools.remote,
         json!({"remote": {
-            "v4pools": [{"pool": s.remote_v4_subnet(), "subnet": s.remote_v4_subnet(), "aggregation": "/30"}],
-            "v6pools": [{"pool": s.remote_v6_pool(), "subnet": s.remote_v6_subnet(), "aggregation": "/128"}],
+            "v4pools": [{"pool": pools.remote_v4_subnet(), "subnet": pools.remote_v4_subnet(), "aggregation": "/30"}],
+            "v6pools": [{"pool": pools.remote_v6_pool(), "subnet": pools.remote_v6_subnet(), "aggregation": "/128"}],
         }}),
     )?;
-    wait_next_hops(&c, &frr, &format!("{vip}/128"), &[0, 1, 2])?;
-    c.delete_service("web6")?;
+    wait_next_hops(&c, &frr, &format!("{vip}/128"), &all)?;
+    k.delete_service(n, "web6")?;
     wait_next_hops(&c, &frr, &format!("{vip}/128"), &[])?;
     Ok(())
 }

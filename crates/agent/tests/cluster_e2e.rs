@@ -8,190 +8,20 @@
 //! One cluster serves every test of this binary; each test has its own
 //! namespace and Services. Needs root (and fails under `CI=true` without it).
 
+mod on_cluster;
+
 use std::collections::BTreeSet;
 use std::net::IpAddr;
-use std::path::PathBuf;
-use std::sync::{OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use on_cluster::*;
 use testbed::cluster::Cluster;
-use testbed::cluster::workload::{Families, LbService, Prober, answering_pod, ask};
-use testbed::netlab::{self, wait_for};
-
-const TIMEOUT: Duration = Duration::from_secs(60);
-const INSTALL_NS: &str = "purelb-system";
-
-static CLUSTER: OnceLock<Result<RwLock<Option<Cluster>>, String>> = OnceLock::new();
-
-extern "C" fn stop_cluster() {
-    if let Some(Ok(lock)) = CLUSTER.get() {
-        let cluster = lock.write().unwrap_or_else(|e| e.into_inner()).take();
-        drop(cluster);
-    }
-}
-
-/// The cluster of this test binary, with PureLB installed and the lab's
-/// configuration applied; started on first use, stopped when the binary exits.
-fn shared() -> &'static RwLock<Option<Cluster>> {
-    let started = CLUSTER.get_or_init(|| {
-        let start = || -> Result<Cluster> {
-            let (c, install) = Cluster::start_with_purelb()?;
-            eprintln!(
-                "cluster_e2e: cluster up in {:?} ({}), PureLB installed in {install:?}",
-                c.startup_time,
-                c.describe()
-            );
-            Ok(c)
-        };
-        // SAFETY: registering a plain extern "C" function.
-        unsafe {
-            libc::atexit(stop_cluster);
-        }
-        start()
-            .map(|c| RwLock::new(Some(c)))
-            .map_err(|e| format!("{e:#}"))
-    });
-    match started {
-        Ok(lock) => lock,
-        Err(e) => panic!("the test cluster did not start: {e}"),
-    }
-}
-
-fn cluster() -> ClusterRef {
-    ClusterRef(shared().read().unwrap_or_else(|e| e.into_inner()))
-}
-
-fn cluster_mut() -> ClusterMut {
-    ClusterMut(shared().write().unwrap_or_else(|e| e.into_inner()))
-}
-
-struct ClusterRef(RwLockReadGuard<'static, Option<Cluster>>);
-struct ClusterMut(RwLockWriteGuard<'static, Option<Cluster>>);
-
-impl std::ops::Deref for ClusterRef {
-    type Target = Cluster;
-    fn deref(&self) -> &Cluster {
-        self.0
-            .as_ref()
-            .expect("the cluster runs until the binary exits")
-    }
-}
-
-impl std::ops::Deref for ClusterMut {
-    type Target = Cluster;
-    fn deref(&self) -> &Cluster {
-        self.0
-            .as_ref()
-            .expect("the cluster runs until the binary exits")
-    }
-}
-
-impl std::ops::DerefMut for ClusterMut {
-    fn deref_mut(&mut self) -> &mut Cluster {
-        self.0
-            .as_mut()
-            .expect("the cluster runs until the binary exits")
-    }
-}
-
-/// A namespace of its own for a test, deleted at the end.
-struct TestNs {
-    name: String,
-    kubeenv: PathBuf,
-    kubeconfig: PathBuf,
-}
-
-impl TestNs {
-    fn new(c: &Cluster, prefix: &str) -> Result<TestNs> {
-        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
-        let name = format!(
-            "{prefix}-{}",
-            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        );
-        c.kubectl(&["create", "namespace", &name])?;
-        wait_for(TIMEOUT, "the namespace's default ServiceAccount", || {
-            Ok(
-                c.kubectl(&["-n", &name, "get", "serviceaccount", "default"])
-                    .is_ok()
-                    .then_some(()),
-            )
-        })?;
-        Ok(TestNs {
-            name,
-            kubeenv: c.control_plane().kubeenv_bin().to_owned(),
-            kubeconfig: c.control_plane().kubeconfig_path().to_owned(),
-        })
-    }
-}
-
-impl Drop for TestNs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new(&self.kubeenv)
-            .arg("kubectl")
-            .arg("--kubeconfig")
-            .arg(&self.kubeconfig)
-            .args(["delete", "namespace", &self.name, "--wait=false"])
-            .output();
-    }
-}
-
-/// The pods of `app` (their names).
-fn pods_of(c: &Cluster, ns: &str, app: &str) -> Result<BTreeSet<String>> {
-    let out = c.kubectl_text(&[
-        "-n",
-        ns,
-        "get",
-        "pods",
-        "-l",
-        &format!("app={app}"),
-        "-o",
-        "jsonpath={.items[*].metadata.name}",
-    ])?;
-    Ok(out.split_whitespace().map(str::to_owned).collect())
-}
-
-/// The pod that answers `ip:80` from `from` (a lab namespace, or the host).
-fn answer_from(c: &Cluster, from: Option<&netlab::Ns>, ip: IpAddr) -> Result<String> {
-    let body = ask(from.map(netlab::Ns::netns), ip, TIMEOUT).with_context(|| {
-        let router = c.router().map(|r| r.ns().clone());
-        format!(
-            "{ip} is on {:?}; the router's neighbours: {}; routes: {}",
-            holder(c, ip),
-            router
-                .as_ref()
-                .map(|r| r.ip(&["neigh"]).unwrap_or_default())
-                .unwrap_or_default(),
-            router
-                .as_ref()
-                .map(|r| r.ip(&["route", "get", &ip.to_string()]).unwrap_or_default())
-                .unwrap_or_default(),
-        )
-    })?;
-    answering_pod(&body).with_context(|| format!("no pod in {body:?}"))
-}
-
-fn service<'a>(
-    ns: &'a str,
-    name: &'a str,
-    app: &'a str,
-    group: &'a str,
-    families: Families,
-    etp: &'a str,
-) -> LbService<'a> {
-    LbService {
-        namespace: ns,
-        name,
-        app,
-        group,
-        families,
-        external_traffic_policy: etp,
-    }
-}
+use testbed::cluster::workload::{Families, Prober};
 
 #[test]
 fn the_install_runs_as_pods_on_ready_nodes() -> Result<()> {
-    if !netlab::require_root() {
+    if !require_root() {
         return Ok(());
     }
     let c = cluster();
@@ -199,19 +29,7 @@ fn the_install_runs_as_pods_on_ready_nodes() -> Result<()> {
     for n in &c.nodes {
         assert!(nodes.contains(&n.name), "{nodes}");
     }
-    let nodes_count = c.nodes.len().to_string();
-    wait_for(TIMEOUT, "an agent ready on every node", || {
-        let ready = c.kubectl_text(&[
-            "-n",
-            INSTALL_NS,
-            "get",
-            "daemonset",
-            "lbnodeagent",
-            "-o",
-            "jsonpath={.status.numberReady}",
-        ])?;
-        Ok((ready.trim() == nodes_count).then_some(()))
-    })?;
+    wait_agents_rolled_out(&c)?;
     wait_allocators_available(&c)?;
     // The agents run on the nodes' network: their pod addresses are the nodes'.
     let agent_ips = c.kubectl_text(&[
@@ -263,55 +81,10 @@ fn the_install_runs_as_pods_on_ready_nodes() -> Result<()> {
     Ok(())
 }
 
-/// The status of the process running `exe` in a container on `node` (of the
-/// pod with uid `pod`, when given).
-fn container_process_status(
-    c: &Cluster,
-    node: &str,
-    exe: &str,
-    pod: Option<&str>,
-) -> Result<String> {
-    let node = c.node(node)?;
-    wait_for(TIMEOUT, &format!("{exe} running on {}", node.name), || {
-        for entry in std::fs::read_dir("/proc")?.flatten() {
-            let path = entry.path();
-            let Ok(cmdline) = std::fs::read(path.join("cmdline")) else {
-                continue;
-            };
-            let argv0 = cmdline.split(|b| *b == 0).next().unwrap_or_default();
-            if argv0 != exe.as_bytes() {
-                continue;
-            }
-            let cgroup = std::fs::read_to_string(path.join("cgroup")).unwrap_or_default();
-            if !cgroup.contains(&format!("/{}", node_cgroup(c, &node.name))) {
-                continue;
-            }
-            if let Some(uid) = pod
-                && !cgroup.contains(&format!("pod{uid}"))
-            {
-                continue;
-            }
-            return Ok(Some(std::fs::read_to_string(path.join("status"))?));
-        }
-        Ok(None)
-    })
-}
-
-fn node_cgroup(c: &Cluster, node: &str) -> String {
-    format!("{}-{node}", c.lab().prefix())
-}
-
-fn status_field<'a>(status: &'a str, key: &str) -> &'a str {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(key))
-        .map_or("", str::trim)
-}
-
 #[test]
 fn the_agent_runs_as_nobody_with_exactly_three_capabilities_and_the_allocator_with_none()
 -> Result<()> {
-    if !netlab::require_root() {
+    if !require_root() {
         return Ok(());
     }
     let c = cluster();
@@ -354,7 +127,7 @@ fn the_agent_runs_as_nobody_with_exactly_three_capabilities_and_the_allocator_wi
 
 #[test]
 fn local_and_remote_addresses_carry_traffic_to_backend_pods() -> Result<()> {
-    if !netlab::require_root() {
+    if !require_root() {
         return Ok(());
     }
     let c = cluster();
@@ -402,7 +175,7 @@ fn local_and_remote_addresses_carry_traffic_to_backend_pods() -> Result<()> {
 
 #[test]
 fn with_etp_local_only_nodes_with_a_ready_endpoint_announce_remote_addresses() -> Result<()> {
-    if !netlab::require_root() {
+    if !require_root() {
         return Ok(());
     }
     let c = cluster();
@@ -487,136 +260,6 @@ fn with_etp_local_only_nodes_with_a_ready_endpoint_announce_remote_addresses() -
     Ok(())
 }
 
-/// The node whose interfaces hold `ip`, if any.
-fn holder(c: &Cluster, ip: IpAddr) -> Result<Option<String>> {
-    holder_other_than(c, ip, "")
-}
-
-/// A node other than `not` whose interfaces hold `ip` (a dead node keeps its
-/// addresses, as a machine that lost power does).
-fn holder_other_than(c: &Cluster, ip: IpAddr, not: &str) -> Result<Option<String>> {
-    for n in c.nodes.iter().filter(|n| n.name != not) {
-        let addrs = n.ns.ip(&["-o", "addr", "show"])?;
-        if addrs
-            .lines()
-            .any(|l| l.contains(&format!(" {ip}/")) && !l.contains("kube-lb0"))
-        {
-            return Ok(Some(n.name.clone()));
-        }
-    }
-    Ok(None)
-}
-
-/// What every agent logged about `needle` (an address, a Service), and the
-/// Services' events: for a failure's context.
-fn agent_logs_about(c: &Cluster, needle: &str) -> String {
-    let mut out = String::new();
-    for n in &c.nodes {
-        let pod = agent_pod_on(c, &n.name).unwrap_or_default();
-        let logs = c
-            .kubectl_text(&["-n", INSTALL_NS, "logs", &pod])
-            .unwrap_or_default();
-        for line in logs.lines().filter(|l| l.contains(needle)) {
-            out.push_str(&format!("{}: {line}\n", n.name));
-        }
-    }
-    out.push_str(
-        &c.kubectl_text(&[
-            "get",
-            "events",
-            "-A",
-            "--field-selector",
-            "involvedObject.kind=Service",
-        ])
-        .unwrap_or_default(),
-    );
-    out
-}
-
-/// The agent pod on `node`.
-fn agent_pod_on(c: &Cluster, node: &str) -> Result<String> {
-    let name = c.kubectl_text(&[
-        "-n",
-        INSTALL_NS,
-        "get",
-        "pods",
-        "-l",
-        "component=lbnodeagent",
-        "--field-selector",
-        &format!("spec.nodeName={node}"),
-        "-o",
-        "jsonpath={.items[0].metadata.name}",
-    ])?;
-    Ok(name.trim().to_owned())
-}
-
-/// The agent instance (pod uid) in `node`'s election Lease; empty when there is no Lease.
-fn lease_instance(c: &Cluster, node: &str) -> Result<String> {
-    Ok(c.kubectl_text(&[
-        "-n",
-        INSTALL_NS,
-        "get",
-        "lease",
-        &format!("purelb-node-{node}"),
-        "--ignore-not-found",
-        "-o",
-        r#"jsonpath={.metadata.annotations.purelb\.io/instance}"#,
-    ])?
-    .trim()
-    .to_owned())
-}
-
-/// The uid of the pod `name` in the install namespace.
-fn pod_uid(c: &Cluster, name: &str) -> Result<String> {
-    Ok(c.kubectl_text(&[
-        "-n",
-        INSTALL_NS,
-        "get",
-        "pod",
-        name,
-        "-o",
-        "jsonpath={.metadata.uid}",
-    ])?
-    .trim()
-    .to_owned())
-}
-
-/// Both allocator replicas available (again, after a test stopped one).
-fn wait_allocators_available(c: &Cluster) -> Result<()> {
-    wait_for(
-        Duration::from_secs(120),
-        "both allocator replicas available",
-        || {
-            let available = c.kubectl_text(&[
-                "-n",
-                INSTALL_NS,
-                "get",
-                "deployment",
-                "allocator",
-                "-o",
-                "jsonpath={.status.availableReplicas}",
-            ])?;
-            Ok((available.trim() == "2").then_some(()))
-        },
-    )
-}
-
-fn wait_agents_rolled_out(c: &Cluster) -> Result<()> {
-    c.kubectl(&[
-        "-n",
-        INSTALL_NS,
-        "rollout",
-        "status",
-        "daemonset/lbnodeagent",
-        "--timeout=180s",
-    ])?;
-    Ok(())
-}
-
-/// The agents' lease duration (deploy/base/lbnodeagent.yaml): what a lost
-/// handover would cost a client.
-const LEASE_DURATION: Duration = Duration::from_secs(10);
-
 /// A Deployment and a local IPv4 Service for a failover test; returns the
 /// address once it answers and the node holding it.
 fn failover_service(c: &Cluster, ns: &str, group: &str) -> Result<(IpAddr, String)> {
@@ -629,7 +272,7 @@ fn failover_service(c: &Cluster, ns: &str, group: &str) -> Result<(IpAddr, Strin
 
 #[test]
 fn graceful_agent_stops_hand_over_at_once_every_time() -> Result<()> {
-    if !netlab::require_root() {
+    if !require_root() {
         return Ok(());
     }
     // Alone: the other tests expect every agent to be running.
@@ -681,7 +324,7 @@ fn graceful_agent_stops_hand_over_at_once_every_time() -> Result<()> {
 
 #[test]
 fn a_noexecute_taint_moves_the_local_address() -> Result<()> {
-    if !netlab::require_root() {
+    if !require_root() {
         return Ok(());
     }
     let c = cluster_mut();
@@ -713,7 +356,7 @@ fn a_noexecute_taint_moves_the_local_address() -> Result<()> {
 
 #[test]
 fn node_death_moves_local_and_remote_addresses() -> Result<()> {
-    if !netlab::require_root() {
+    if !require_root() {
         return Ok(());
     }
     let mut c = cluster_mut();
@@ -785,7 +428,7 @@ fn node_death_moves_local_and_remote_addresses() -> Result<()> {
 
 #[test]
 fn a_daemonset_rolling_update_keeps_every_address_reachable() -> Result<()> {
-    if !netlab::require_root() {
+    if !require_root() {
         return Ok(());
     }
     let c = cluster_mut();
@@ -860,7 +503,7 @@ fn all_addresses(c: &Cluster, ns: &str) -> Result<Vec<(String, String)>> {
 
 #[test]
 fn allocator_rolling_update_and_leader_kill_lose_and_duplicate_nothing() -> Result<()> {
-    if !netlab::require_root() {
+    if !require_root() {
         return Ok(());
     }
     let c = cluster_mut();
@@ -964,7 +607,7 @@ fn allocator_rolling_update_and_leader_kill_lose_and_duplicate_nothing() -> Resu
 
 #[test]
 fn the_guard_drops_lab_traffic_towards_interfaces_the_lab_did_not_make() -> Result<()> {
-    if !netlab::require_root() {
+    if !require_root() {
         return Ok(());
     }
     let c = cluster();

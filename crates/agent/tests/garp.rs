@@ -2,85 +2,12 @@
 //! with an AF_PACKET socket on the peer end of the veth. Needs root
 //! (skipped without it, failing under CI=true).
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use purelb_agent::garp::{ALL_NODES, icmpv6_checksum, send_garp, send_unsolicited_na};
 use purelb_agent::kernel::Kernel;
-use socket2::{Domain, Protocol, SockAddr, SockAddrStorage, Socket, Type};
-use std::mem::MaybeUninit;
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::time::{Duration, Instant};
-use testbed::netlab::{Lab, LinkSpec, Ns, require_root};
-
-const ETH_P_ALL: u16 = 0x0003;
-
-/// A capture socket for every frame arriving on `ifname` in `ns`.
-fn capture(ns: &Ns, ifname: &str) -> Result<Socket> {
-    let ifname = ifname.to_owned();
-    ns.run(move || -> Result<Socket> {
-        let index = nix_if_index(&ifname)?;
-        let sock = Socket::new(
-            Domain::PACKET,
-            Type::RAW,
-            Some(Protocol::from(i32::from(ETH_P_ALL.to_be()))),
-        )?;
-        let mut storage = SockAddrStorage::zeroed();
-        // SAFETY: sockaddr_storage is large and aligned enough for
-        // sockaddr_ll; the fields are set below.
-        let ll = unsafe { storage.view_as::<libc::sockaddr_ll>() };
-        ll.sll_family = libc::AF_PACKET as libc::sa_family_t;
-        ll.sll_protocol = ETH_P_ALL.to_be();
-        ll.sll_ifindex = index as libc::c_int;
-        let len = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
-        // SAFETY: the storage holds a sockaddr_ll of `len` bytes.
-        let addr = unsafe { SockAddr::new(storage, len) };
-        sock.bind(&addr)?;
-        sock.set_read_timeout(Some(Duration::from_millis(100)))?;
-        Ok(sock)
-    })?
-}
-
-fn nix_if_index(name: &str) -> Result<u32> {
-    let c = std::ffi::CString::new(name)?;
-    // SAFETY: a valid NUL-terminated string.
-    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
-    if i == 0 {
-        bail!("no interface {name}");
-    }
-    Ok(i)
-}
-
-/// Frames read from `sock` until `done` says enough or `timeout` passes.
-fn collect(
-    sock: &Socket,
-    timeout: Duration,
-    mut keep: impl FnMut(&[u8]) -> bool,
-    want: usize,
-) -> Vec<Vec<u8>> {
-    let deadline = Instant::now() + timeout;
-    let mut frames = Vec::new();
-    let mut buf = [MaybeUninit::<u8>::uninit(); 2048];
-    while Instant::now() < deadline && frames.len() < want {
-        match sock.recv(&mut buf) {
-            Ok(n) => {
-                // SAFETY: recv initialised the first n bytes.
-                let frame: Vec<u8> = buf[..n]
-                    .iter()
-                    .map(|b| unsafe { b.assume_init() })
-                    .collect();
-                if keep(&frame) {
-                    frames.push(frame);
-                }
-            }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(e) => panic!("capture failed: {e}"),
-        }
-    }
-    frames
-}
+use std::time::Duration;
+use testbed::netlab::{Lab, LinkSpec, Ns, capture, collect, require_root};
 
 struct Pair {
     _lab: Lab,

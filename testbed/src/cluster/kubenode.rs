@@ -257,6 +257,22 @@ impl KubeNode {
         Ok(())
     }
 
+    /// Freezes the kubelet (SIGSTOP), or thaws it: while frozen it neither
+    /// restarts a container that died nor reports to the API server, as a
+    /// hung kubelet, so a test can keep a killed container down for a while.
+    pub fn freeze_kubelet(&self, frozen: bool) -> Result<()> {
+        let kubelet = self
+            .kubelet
+            .as_ref()
+            .context("the kubelet is not running")?;
+        let signal = if frozen { libc::SIGSTOP } else { libc::SIGCONT };
+        // SAFETY: killpg(2) on the process group the lab started the kubelet in.
+        if unsafe { libc::killpg(kubelet.pid() as libc::pid_t, signal) } != 0 {
+            return Err(std::io::Error::last_os_error()).context("signalling the kubelet");
+        }
+        Ok(())
+    }
+
     /// The kubelet's log so far.
     pub fn kubelet_log(&self) -> String {
         self.kubelet.as_ref().map(Proc::log).unwrap_or_default()

@@ -48,7 +48,7 @@ use kube::Client;
 use kube::api::{Api, ListParams};
 
 use crate::controlplane::{ControlPlane, Flavour};
-use crate::netlab::{self, Frr, Lab, Ns};
+use crate::netlab::{self, Frr, Lab, Lan, Ns};
 
 /// Service ranges of the control plane (both families).
 pub const SERVICE_CIDRS: &[&str] = &["10.96.0.0/16", "fd00:10:96::/108"];
@@ -90,6 +90,8 @@ pub struct Cluster {
     pub routers: BTreeMap<String, Frr>,
     /// Plain namespaces (clients) by name.
     pub hosts: BTreeMap<String, Ns>,
+    /// The LAN bridges by name.
+    pub lans: BTreeMap<String, Lan>,
     pub startup_time: Duration,
     node_kubeconfig: PathBuf,
     images: Vec<PathBuf>,
@@ -323,6 +325,7 @@ impl Cluster {
             nodes,
             routers,
             hosts,
+            lans,
             startup_time: Duration::ZERO,
             node_kubeconfig,
             images: images.to_vec(),
@@ -562,10 +565,15 @@ impl Drop for Cluster {
     }
 }
 
-/// One HTTP/1.0 GET of `/` at `addr`, from inside the network namespace
+/// One HTTP/1.0 GET of `path` at `addr`, from inside the network namespace
 /// `from` (a name `ip netns list` shows; the host when `None`), returning the
-/// body.
-pub fn http_get(from: Option<&str>, addr: SocketAddr, timeout: Duration) -> Result<String> {
+/// body of a 200 answer.
+pub fn http_get(
+    from: Option<&str>,
+    addr: SocketAddr,
+    path: &str,
+    timeout: Duration,
+) -> Result<String> {
     use std::io::Read as _;
     let connect = || TcpStream::connect_timeout(&addr, timeout);
     let mut stream = match from {
@@ -575,7 +583,7 @@ pub fn http_get(from: Option<&str>, addr: SocketAddr, timeout: Duration) -> Resu
     .with_context(|| format!("connecting to {addr} from {}", from.unwrap_or("the host")))?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
-    write!(stream, "GET / HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
     let mut response = String::new();
     stream
         .read_to_string(&mut response)
@@ -584,7 +592,10 @@ pub fn http_get(from: Option<&str>, addr: SocketAddr, timeout: Duration) -> Resu
         .split_once("\r\n\r\n")
         .with_context(|| format!("no HTTP answer from {addr}: {response:?}"))?;
     if !head.starts_with("HTTP/1.0 200") && !head.starts_with("HTTP/1.1 200") {
-        bail!("GET {addr}: {}", head.lines().next().unwrap_or_default());
+        bail!(
+            "GET {addr}{path}: {}",
+            head.lines().next().unwrap_or_default()
+        );
     }
     Ok(body.to_owned())
 }

@@ -170,7 +170,7 @@ pub fn ask(from: Option<&str>, ip: IpAddr, timeout: Duration) -> Result<String> 
     let addr = SocketAddr::new(ip, 80);
     let who = from.unwrap_or("the host");
     wait_for(timeout, &format!("an answer from {addr} to {who}"), || {
-        let body = http_get(from, addr, Duration::from_secs(2))?;
+        let body = http_get(from, addr, "/", Duration::from_secs(2))?;
         Ok(answering_pod(&body).map(|_| body.trim().to_owned()))
     })
 }
@@ -210,7 +210,7 @@ impl Prober {
             let mut last_answer = std::time::Instant::now();
             while !stopping.load(std::sync::atomic::Ordering::Relaxed) {
                 let asked = std::time::Instant::now();
-                match http_get(from.as_deref(), SocketAddr::new(ip, 80), interval * 10) {
+                match http_get(from.as_deref(), SocketAddr::new(ip, 80), "/", interval * 10) {
                     Ok(body) => {
                         report.answered += 1;
                         report.longest_gap = report.longest_gap.max(asked - last_answer);
