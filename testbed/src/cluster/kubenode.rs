@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
+use super::log_tail;
 use super::topology::KubeNodePlan;
 use crate::netlab::{MgmtLink, Ns, Proc, wait_until};
 
@@ -28,6 +29,8 @@ const CNI_BIN_DIR: &str = "/usr/lib/cni";
 const DEAD_TABLE: &str = "plb_dead_node";
 /// The dummy interface of the lab's LBNodeAgent (`deploy/defaults`).
 const DUMMY_INTERFACE: &str = "kube-lb0";
+/// Where every kubelet serves device plugins, whatever its root directory.
+const DEVICE_PLUGIN_SOCKET: &str = "/var/lib/kubelet/device-plugins/kubelet.sock";
 /// The sandbox image every node imports (the lab's `pause`).
 pub const PAUSE_IMAGE: &str = "localhost/purelb-lab/pause:1";
 
@@ -150,11 +153,32 @@ impl KubeNode {
             argv.push(format!("--node-labels={}", self.node_labels.join(",")));
         }
         let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-        self.kubelet = Some(
-            self.ns
-                .spawn_with_lifeline("kubelet", self.ns.nsenter_command(&argv))?,
+        // Every kubelet on this host binds the same device-plugin socket (its path
+        // is fixed, not under --root-dir), replacing the last one's file: two at
+        // once race between the unlink and the bind, and the loser exits. One at a
+        // time, each until its socket is there.
+        static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+        let before = socket_identity(DEVICE_PLUGIN_SOCKET);
+        let kubelet = self
+            .ns
+            .spawn_with_lifeline("kubelet", self.ns.nsenter_command(&argv))?;
+        let bound = wait_until(
+            Duration::from_secs(30),
+            &format!(
+                "the kubelet of {} to bind its device-plugin socket",
+                self.name
+            ),
+            || {
+                if !kubelet.is_running() {
+                    anyhow::bail!("the kubelet exited:\n{}", log_tail(&kubelet.log(), 20));
+                }
+                let now = socket_identity(DEVICE_PLUGIN_SOCKET);
+                Ok(now.is_some() && now != before)
+            },
         );
-        Ok(())
+        self.kubelet = Some(kubelet);
+        bound
     }
 
     fn start_proxy(&mut self, ctx: &NodeContext<'_>) -> Result<()> {
@@ -305,7 +329,10 @@ fn start_containerd(ns: &Ns, dir: &Path, images: &[PathBuf]) -> Result<(Proc, Du
     )?;
     wait_until(Duration::from_secs(30), "containerd's socket", || {
         if let Some(st) = containerd.exit_status() {
-            anyhow::bail!("containerd exited ({st}): {}", tail(&containerd.log()));
+            anyhow::bail!(
+                "containerd exited ({st}): {}",
+                log_tail(&containerd.log(), 20)
+            );
         }
         Ok(ctr(&socket, &["version"]).is_ok())
     })?;
@@ -479,7 +506,11 @@ fn path(p: &Path) -> String {
     p.display().to_string()
 }
 
-fn tail(log: &str) -> String {
-    let lines: Vec<&str> = log.lines().collect();
-    lines[lines.len().saturating_sub(20)..].join("\n")
+/// What tells one socket file at `path` from the next made there (an inode
+/// number can be reused at once): its inode and change time, if there is one.
+fn socket_identity(path: &str) -> Option<(u64, i64, i64)> {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata(path)
+        .ok()
+        .map(|m| (m.ino(), m.ctime(), m.ctime_nsec()))
 }

@@ -705,7 +705,8 @@ pub(crate) fn unmount_below(dir: &Path) {
     }
 }
 
-fn log_tail(log: &str, n: usize) -> String {
+/// The last `n` lines of a log.
+pub(crate) fn log_tail(log: &str, n: usize) -> String {
     let lines: Vec<&str> = log.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
