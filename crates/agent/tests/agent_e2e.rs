@@ -29,6 +29,18 @@ fn expected_winner(c: &Cluster, ip: IpAddr, candidates: &[usize]) -> Option<usiz
     c.nodes.iter().position(|n| n.name == winner)
 }
 
+/// That the agent on `node` logged `what` about `ip`.
+fn ensure_logged(c: &Cluster, node: &str, what: &str, ip: IpAddr) -> Result<()> {
+    let log = agent_log(c, node)?;
+    ensure!(
+        log.lines()
+            .any(|l| l.contains(what) && l.contains(&ip.to_string())),
+        "no {what} about {ip} in {node}'s log:\n{}",
+        tail(&log, 20)
+    );
+    Ok(())
+}
+
 /// The first address of a pool `first-last`.
 fn first_of(pool: &str) -> IpAddr {
     pool.split('-')
@@ -98,7 +110,9 @@ fn local_vip_lands_on_exactly_one_node() -> Result<()> {
         metric_value(&m, "purelb_election_member_count") == Some(c.nodes.len() as f64),
         "{m}"
     );
-    let subnets = node_subnets(&c.nodes[winner].ns)?;
+    // The lab's LBNodeAgent selects the default-route interface (lan1 on the
+    // node with two NICs).
+    let subnets = default_route_subnets(&c.nodes[winner].ns)?;
     ensure!(
         metric_value(&m, "purelb_election_local_subnet_count") == Some(subnets.len() as f64),
         "{subnets:?}: {m}"
@@ -127,24 +141,12 @@ fn local_vip_lands_on_exactly_one_node() -> Result<()> {
     );
     let owner = &lease.metadata.owner_references.clone().unwrap_or_default()[0];
     ensure!(owner.kind == "Node" && owner.name == winner_name);
-    let log = agent_log(&c, &winner_name)?;
-    ensure!(
-        log.lines()
-            .any(|l| l.contains("electionWon") && l.contains(&vip.to_string())),
-        "{}",
-        tail(&log, 20)
-    );
+    ensure_logged(&c, &winner_name, "electionWon", vip)?;
 
     // Delete: withdrawn everywhere.
     k.delete_service(n, "web")?;
     wait_holders(&c, vip, &[])?;
-    let log = agent_log(&c, &winner_name)?;
-    ensure!(
-        log.lines()
-            .any(|l| l.contains("withdrawAddress") && l.contains(&vip.to_string())),
-        "{}",
-        tail(&log, 20)
-    );
+    ensure_logged(&c, &winner_name, "withdrawAddress", vip)?;
     Ok(())
 }
 
@@ -837,6 +839,7 @@ fn invalid_regex_warns_and_keeps_the_last_good_config() -> Result<()> {
             );
             ensure!(
                 metric_value(&m, "purelb_election_local_subnet_count")
+                    // `^eth`, the kept configuration, selects every LAN NIC.
                     == Some(node_subnets(&node.ns)?.len() as f64),
                 "{m}"
             );

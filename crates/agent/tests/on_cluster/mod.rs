@@ -527,13 +527,37 @@ pub fn addresses(ns: &Ns) -> Result<Vec<AddrInfo>> {
     Ok(result)
 }
 
-/// The node's own subnets (its permanent global addresses on LAN interfaces),
-/// as `a.b.c.d/len`: what its agent advertises in its Lease.
+/// The subnets of the node's LAN interfaces (its permanent global addresses
+/// on them), as `a.b.c.d/len`: what an agent advertises in its Lease when
+/// its `localInterface` selects every one of them.
 pub fn node_subnets(ns: &Ns) -> Result<BTreeSet<String>> {
+    subnets_on(ns, |ifname| ifname.starts_with("eth"))
+}
+
+/// The subnets of the node's default-route interfaces (one per family): what
+/// an agent advertises with `localInterface: default`.
+pub fn default_route_subnets(ns: &Ns) -> Result<BTreeSet<String>> {
+    let mut interfaces = BTreeSet::new();
+    for family in ["-4", "-6"] {
+        let routes: Value =
+            serde_json::from_str(&ns.ip(&["-j", family, "route", "show", "default"])?)
+                .context("ip -j route")?;
+        interfaces.extend(
+            routes
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|r| r["dev"].as_str().map(str::to_owned)),
+        );
+    }
+    subnets_on(ns, |ifname| interfaces.contains(ifname))
+}
+
+fn subnets_on(ns: &Ns, interface: impl Fn(&str) -> bool) -> Result<BTreeSet<String>> {
     Ok(addresses(ns)?
         .into_iter()
         .filter(|a| {
-            a.ifname.starts_with("eth")
+            interface(&a.ifname)
                 && a.valid_lifetime.is_none()
                 && !a.noprefixroute
                 && !matches!(a.ip, IpAddr::V6(v6) if v6.is_unicast_link_local())
