@@ -3,7 +3,7 @@
 //! (skipped without it, failing under CI=true).
 
 use anyhow::{Context, Result};
-use purelb_agent::garp::{ALL_NODES, icmpv6_checksum, send_garp, send_unsolicited_na};
+use purelb_agent::kernel::garp::{ALL_NODES, icmpv6_checksum, send_garp, send_unsolicited_na};
 use purelb_agent::kernel::Kernel;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::Duration;

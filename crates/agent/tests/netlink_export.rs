@@ -3,9 +3,9 @@
 //! filter feeds the pure planner. Needs root (skipped without it, failing under CI=true).
 
 use anyhow::{Context, Result};
-use purelb_agent::bgp_config::{ExportRule, ExportSettings};
+use purelb_agent::bgp::config::{ExportRule, ExportSettings};
 use purelb_agent::kernel::Kernel;
-use purelb_agent::netlink_export::{
+use purelb_agent::bgp::export::{
     ExportAction, ExportReport, KernelRoute, NetlinkExporter, RTPROT_BGP, plan_export,
 };
 use purelb_bgp::driver::ReceivedRoute;

@@ -1,5 +1,5 @@
 //! External IPAM: the allocator's client for an IPAM sidecar speaking
-//! `purelb.ipam.v1.IPAM` over plaintext gRPC on a Unix socket (spec §4.8).
+//! `purelb.ipam.v1.IPAM` over plaintext gRPC on a Unix socket.
 //!
 //! * [`SidecarConnections`] is the per-socket cache: one lazily connected
 //!   channel per socket path, shared by every external ServiceGroup that names
@@ -9,7 +9,7 @@
 //!   and reports every call to an [`RpcObserver`] (for
 //!   `purelb_allocator_sidecar_rpc_total{socket,method,code}` and
 //!   `purelb_allocator_sidecar_rpc_duration_seconds{socket,method}`).
-//! * [`SidecarError::is_retryable`] is the §4.5 requeue decision.
+//! * [`SidecarError::is_retryable`] decides whether a failed allocation is requeued.
 //!
 //! The wire types generated from `proto/purelb/ipam/v1/ipam.proto` are in
 //! [`proto`]; the reference sidecar (`src/bin/ipam-sidecar.rs`) implements
@@ -185,7 +185,7 @@ impl SidecarError {
         }
     }
 
-    /// Whether the allocator requeues the Service (spec §4.5): deadline or
+    /// Whether the allocator requeues the Service: deadline or
     /// cancellation, and the sidecar-trouble codes `Unavailable`,
     /// `DeadlineExceeded`, `ResourceExhausted`, `Aborted`. Everything else
     /// (`InvalidArgument`, `AlreadyExists`, broken answers, …) waits for the
@@ -208,8 +208,8 @@ impl SidecarError {
     }
 }
 
-/// §4.5's retryable gRPC codes. `Cancelled` is what a cancelled call context
-/// turns into, which §4.5 also requeues.
+/// PureLB's retryable gRPC codes. `Cancelled` is what a cancelled call context
+/// turns into, which PureLB also requeues.
 pub fn is_retryable_code(code: Code) -> bool {
     matches!(
         code,
@@ -239,7 +239,7 @@ pub struct RpcObservation<'a> {
 /// counter and histogram from it. Called inline: keep it cheap.
 pub type RpcObserver = Arc<dyn Fn(&RpcObservation<'_>) + Send + Sync>;
 
-/// The per-socket connection cache (spec §4.2): one lazily connected channel
+/// The per-socket connection cache: one lazily connected channel
 /// per socket path, shared by every group using that socket.
 #[derive(Clone, Default)]
 pub struct SidecarConnections {
@@ -485,7 +485,7 @@ impl SidecarClient {
         lock(&self.stats).get(pool).cloned()
     }
 
-    /// What a status publish uses (spec §4.8): the cached stats, asking the
+    /// What a status publish uses: the cached stats, asking the
     /// sidecar only when nothing is cached for `pool` yet.
     pub async fn stats_cached_or_fetch(&self, pool: &str) -> Result<Stats, SidecarError> {
         match self.cached_stats(pool) {
@@ -562,7 +562,7 @@ impl SidecarClient {
     }
 }
 
-/// Checks an OK Allocate answer (spec §4.8): 1..=16 addresses, all
+/// Checks an OK Allocate answer: 1..=16 addresses, all
 /// parseable (surrounding whitespace or a zone is not an address).
 pub fn parse_allocate_response(
     response: &proto::AllocateResponse,

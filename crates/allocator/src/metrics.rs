@@ -1,4 +1,4 @@
-//! The allocator's Prometheus metrics (spec §7), names and labels as PureLB's so
+//! The allocator's Prometheus metrics, names and labels as PureLB's so
 //! dashboards and alerts keep working. prometheus-client adds `_total` to counters.
 
 use prometheus_client::encoding::EncodeLabelSet;

@@ -1,6 +1,6 @@
 //! The deployment in `deploy/` on a real control plane: it renders with
-//! kustomize (kubectl's), applies with server-side apply, follows the rules of
-//! issue 6 (names, labels, security contexts), and its RBAC lets each
+//! kustomize (kubectl's), applies with server-side apply, follows the project's
+//! deployment rules (names, labels, security contexts), and its RBAC lets each
 //! component do exactly what it does: an access matrix per service account,
 //! asked with that account's own token, and the allocator binary run under
 //! that token. The node agent cannot run yet, so its RBAC is checked as a
@@ -331,7 +331,7 @@ fn the_lbnodeagent_is_one_container_with_three_capabilities_and_nothing_else() {
         pod_sc.seccomp_profile.map(|p| p.type_).as_deref(),
         Some("RuntimeDefault")
     );
-    // The downward API gives it its identity (spec §1.2).
+    // The downward API gives it its identity.
     for (var, field) in [
         ("PURELB_NODE_NAME", "spec.nodeName"),
         ("PURELB_POD_UID", "metadata.uid"),

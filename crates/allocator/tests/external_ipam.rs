@@ -1,4 +1,4 @@
-//! External IPAM over gRPC (spec §4.8): the allocator's client
+//! External IPAM over gRPC: the allocator's client
 //! (`purelb_allocator::external`) against the real reference sidecar binary
 //! (`ipam-sidecar`) on a Unix socket in a temp dir, plus a labelled test
 //! double for answers a conforming sidecar never gives. No Kubernetes.
@@ -349,7 +349,7 @@ async fn exhaustion_is_resource_exhausted_and_retryable() {
         .await
         .unwrap_err();
     assert_eq!(code(&e), Code::ResourceExhausted, "{e}");
-    // §4.5: gRPC ResourceExhausted from a sidecar is requeued (unlike a
+    // gRPC ResourceExhausted from a sidecar is requeued (unlike a
     // LocalPool's exhaustion, which is not).
     assert!(e.is_retryable());
     assert_eq!(e.method(), method::ALLOCATE);

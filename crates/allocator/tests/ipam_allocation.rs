@@ -1,5 +1,5 @@
-//! Allocation from local and remote groups (spec §3.4, §3.5, §4.3, §4.5,
-//! §4.7, §4.9, §4.10).
+//! Allocation from local and remote groups: status, dual-stack, the allocation
+//! flow, rebuild from Services, release, ServiceGroup status and pool changes.
 
 mod ipam_support;
 

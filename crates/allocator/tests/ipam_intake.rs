@@ -1,4 +1,4 @@
-//! ServiceGroup intake (spec §4.2).
+//! ServiceGroup intake.
 
 mod ipam_support;
 

@@ -1,4 +1,4 @@
-//! Multi-pool allocation (spec §4.6).
+//! Multi-pool allocation.
 
 mod ipam_support;
 

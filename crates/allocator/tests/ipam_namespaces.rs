@@ -1,4 +1,4 @@
-//! Namespace binding and group resolution (spec §4.4).
+//! Namespace binding and group resolution.
 
 mod ipam_support;
 

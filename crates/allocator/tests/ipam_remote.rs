@@ -1,5 +1,5 @@
 //! Groups whose addresses come from outside: external IPAM sidecars
-//! (spec §4.8) and Netbox. No sidecar or Netbox here: these tests play the
+//! and Netbox. No sidecar or Netbox here: these tests play the
 //! controller and answer in its place.
 
 mod ipam_support;

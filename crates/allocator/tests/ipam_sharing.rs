@@ -1,4 +1,4 @@
-//! Shared addresses: sharing keys and port rules (spec §3.6).
+//! Shared addresses: sharing keys and port rules.
 
 mod ipam_support;
 

@@ -1,4 +1,4 @@
-//! Service annotation keys and value codecs (spec §3.2, §3.3, §3.6).
+//! Service annotation keys and value codecs.
 //! Keys and values are byte-for-byte PureLB's, so mixed fleets and the
 //! kubectl plugin keep working.
 
@@ -39,7 +39,7 @@ pub const LEGACY_ANNOUNCING: &str = "purelb.io/announcing";
 pub const LEGACY_ANNOUNCING_UNKNOWN: &str = "purelb.io/announcing-unknown";
 
 /// Keys an agent deletes from a branded Service that is no longer a
-/// LoadBalancer (§5.1).
+/// LoadBalancer.
 pub const NON_LOAD_BALANCER_CLEANUP: [&str; 5] = [
     ALLOCATED_BY,
     LEGACY_ANNOUNCING,
@@ -183,7 +183,7 @@ impl Announcer {
     }
 }
 
-/// The value of an announcing annotation: one announcer per IP (§3.3).
+/// The value of an announcing annotation: one announcer per IP.
 /// Held in canonical form, so equal sets encode to identical strings and an
 /// unchanged reconcile can skip the API write.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -1,4 +1,4 @@
-//! The local-announcement election (spec §5.8): among live nodes advertising
+//! The local-announcement election: among live nodes advertising
 //! a subnet that contains the IP, the node with the smallest
 //! SHA-256(`node + "#" + ip`) wins. Identical to PureLB's, so old and new
 //! agents agree during a rolling upgrade.

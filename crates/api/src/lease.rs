@@ -1,4 +1,4 @@
-//! The per-node Lease contract (spec §2.5), shared by agents, the allocator
+//! The per-node Lease contract, shared by agents, the allocator
 //! (multi-pool active subnets) and the kubectl plugin.
 
 use k8s_openapi::api::coordination::v1::Lease;

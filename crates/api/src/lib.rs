@@ -7,3 +7,4 @@ pub mod crd;
 pub mod election;
 pub mod lease;
 pub mod pool;
+pub mod service;

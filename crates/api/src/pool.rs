@@ -1,5 +1,5 @@
 //! Address pools: the `pool`/`subnet`/`aggregation` strings of a ServiceGroup
-//! `AddressPool` (spec §2.1, §4.2) and the `Cidr` type shared with the election
+//! `AddressPool` and the `Cidr` type shared with the election
 //! and the Lease contract.
 //!
 //! IPv4-mapped addresses (`::ffff:a.b.c.d`) count as IPv4 and come out

@@ -1,6 +1,6 @@
 //! One BGP session over TCP: a tokio task that owns an [`fsm::Session`](crate::fsm::Session),
 //! connects to the peer (unless passive), takes the connections the peer opens to us (handed over
-//! by the speaker's listener, see [`SessionHandle::accept`]) with RFC 4271 §6.8 collision
+//! by the speaker's listener, see [`SessionHandle::accept`]) with RFC 4271 section 6.8 collision
 //! handling, frames and decodes what arrives, runs the FSM's timers, keeps the routes the peer
 //! sends (with RFC 4724 helper-mode retention across a peer restart) and advertises the routes it
 //! is given through a `watch` channel, grouped into as few UPDATEs as their attributes allow.
@@ -483,7 +483,7 @@ impl Driver {
 
     /// A connection from the peer: take it when we have none, hold it against ours while the
     /// OPENs are exchanged, or, when Established, refuse it — unless the peer does graceful
-    /// restart, in which case the new connection means the old one is dead (RFC 4724 §4.2).
+    /// restart, in which case the new connection means the old one is dead (RFC 4724 section 4.2).
     async fn inbound(&mut self, stream: TcpStream) {
         match self.session.state() {
             State::Idle | State::Connect | State::Active if self.stream.is_none() => {
@@ -520,8 +520,8 @@ impl Driver {
         self.drain_buffer().await;
     }
 
-    /// Once the held connection's OPEN is in, RFC 4271 §6.8 picks the survivor; the loser gets
-    /// Cease 6/7.
+    /// Once the held connection's OPEN is in, RFC 4271 section 6.8 picks the survivor; the loser
+    /// gets Cease 6/7.
     async fn resolve_candidate(&mut self) {
         let Some(c) = self.candidate.as_ref() else {
             return;
@@ -657,7 +657,7 @@ impl Driver {
     async fn established(&mut self, negotiated: &Negotiated) {
         self.families = negotiated.families.clone();
         self.peer_restart = negotiated.graceful_restart.clone();
-        // Stale routes of families the peer no longer preserves go now (RFC 4724 §4.2).
+        // Stale routes of families the peer no longer preserves go now (RFC 4724 section 4.2).
         let kept: Vec<AfiSafi> = self
             .peer_restart
             .iter()

@@ -1,16 +1,16 @@
-//! The RFC 4271 §8 session finite state machine, as a pure state machine.
+//! The RFC 4271 section 8 session finite state machine, as a pure state machine.
 //!
 //! [`Session::handle`] takes one [`Event`] and the current time (passed in, never read here) and
 //! returns the [`Action`]s the caller must carry out: open or close the TCP connection, send
 //! messages, start or stop timers, and report session changes. There is no I/O, no async and no
 //! clock inside, so every transition can be tested by feeding events.
 //!
-//! Deliberate simplifications of RFC 4271 §8 (the optional session attributes are all off):
+//! Deliberate simplifications of RFC 4271 section 8 (the optional session attributes are all off):
 //! no DelayOpen, no DampPeerOscillations, no IdleHoldTimer. One addition: after an error drops the
 //! session to Idle, and unless it was stopped by [`Event::ManualStop`], the ConnectRetry timer is
 //! started; its expiry in Idle is an automatic start (RFC 4271 event 3), so a speaker keeps trying.
-//! Collision detection (§6.8) needs two connections and lives above this type; the decision itself
-//! is [`resolve_collision`].
+//! Collision detection (section 6.8) needs two connections and lives above this type; the
+//! decision itself is [`resolve_collision`].
 
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
@@ -20,7 +20,7 @@ use crate::wire::{
     Notification, Open, Prefix, Update, WireContext, notification_code,
 };
 
-/// The hold time used in OpenSent before the peer's OPEN arrives (RFC 4271 §8.2.2 suggests 4
+/// The hold time used in OpenSent before the peer's OPEN arrives (RFC 4271 section 8.2.2 suggests 4
 /// minutes).
 pub const LARGE_HOLD_TIME: Duration = Duration::from_secs(240);
 
@@ -376,7 +376,8 @@ impl Session {
         self.down(Some(n.clone()), DownReason::NotificationSent(n), out);
     }
 
-    /// An event the current state does not expect (RFC 4271 §8.2.2 "any other event", RFC 6608).
+    /// An event the current state does not expect (RFC 4271 section 8.2.2 "any other event",
+    /// RFC 6608).
     fn fsm_error(&mut self, out: &mut Vec<Action>) {
         let subcode = match self.state {
             State::OpenSent => fsm_subcode::UNEXPECTED_IN_OPEN_SENT,
@@ -454,7 +455,8 @@ impl Session {
 
     fn tcp_closed(&mut self, out: &mut Vec<Action>) {
         match self.state {
-            // RFC 4271 §8.2.2 OpenSent: TcpConnectionFails → Active with ConnectRetry restarted.
+            // RFC 4271 section 8.2.2 OpenSent: TcpConnectionFails → Active with ConnectRetry
+            // restarted.
             State::OpenSent => {
                 out.push(Action::StopTimer(Timer::Hold));
                 out.push(self.retry());
@@ -562,7 +564,7 @@ impl Session {
         }
     }
 
-    /// OpenSent + OPEN: validate (RFC 4271 §6.2), negotiate, → OpenConfirm.
+    /// OpenSent + OPEN: validate (RFC 4271 section 6.2), negotiate, → OpenConfirm.
     fn open_received(&mut self, open: Open, out: &mut Vec<Action>) {
         if let Some(err) = self.check_open(&open) {
             match err.notification() {
@@ -632,7 +634,8 @@ impl Session {
         if open.bgp_id.is_unspecified() {
             return Some(DecodeError::BadBgpId(open.bgp_id));
         }
-        // RFC 6286 §2.2: identifiers must be unique within an AS; an external peer may share ours.
+        // RFC 6286 section 2.2: identifiers must be unique within an AS; an external peer may
+        // share ours.
         if self.config.ibgp() && open.bgp_id == self.config.bgp_id {
             return Some(DecodeError::BadBgpId(open.bgp_id));
         }
@@ -643,7 +646,7 @@ impl Session {
     }
 }
 
-/// Which connection survives a collision (RFC 4271 §6.8).
+/// Which connection survives a collision (RFC 4271 section 6.8).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Keep {
     /// The connection we initiated.
@@ -652,10 +655,11 @@ pub enum Keep {
     Inbound,
 }
 
-/// RFC 4271 §6.8 with RFC 6286 §2.3 for equal identifiers: when the local BGP identifier is
-/// lower, keep the connection the peer initiated; otherwise keep ours. With equal identifiers
-/// (possible between different ASes) the connection initiated by the speaker with the larger ASN
-/// wins. The loser is closed with NOTIFICATION Cease 6/7 (connection collision resolution).
+/// RFC 4271 section 6.8 with RFC 6286 section 2.3 for equal identifiers: when the local BGP
+/// identifier is lower, keep the connection the peer initiated; otherwise keep ours. With equal
+/// identifiers (possible between different ASes) the connection initiated by the speaker with the
+/// larger ASN wins. The loser is closed with NOTIFICATION Cease 6/7 (connection collision
+/// resolution).
 pub fn resolve_collision(
     local_id: Ipv4Addr,
     remote_id: Ipv4Addr,

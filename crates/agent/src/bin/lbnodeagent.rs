@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use purelb_agent::bgp_runtime::{self, BgpOptions};
-use purelb_agent::controller::{Controller, Settings};
-use purelb_agent::election::Timing;
+use purelb_agent::bgp::runtime::{self as bgp_runtime, BgpOptions};
+use purelb_agent::announce::controller::{Controller, Settings};
+use purelb_agent::node::election::Timing;
 use purelb_agent::event::COMPONENT;
-use purelb_agent::go_duration::parse_go_duration;
+use purelb_agent::parse::go_duration::parse_go_duration;
 use purelb_agent::kernel::Kernel;
 use purelb_agent::metrics::Metrics;
 use purelb_kube_edge::events::EventSink;

@@ -21,13 +21,14 @@ mod events;
 mod glob;
 mod link;
 mod route;
-mod watch;
+pub mod garp;
+mod address_deltas;
 
 pub use addr::{Address, AddressOptions, PURELB_ADDR_PROTO, flags, subnets_of};
 pub use events::{EventGroups, EventStream, KernelEvent, RouteChange};
 pub use glob::glob_match;
 pub use link::{Link, OperState};
-pub use watch::{AddressDelta, AddressWatcher, WatchedAddress};
+pub use address_deltas::{AddressDelta, AddressWatcher, WatchedAddress};
 
 use futures::StreamExt;
 use rtnetlink::packet_core::{

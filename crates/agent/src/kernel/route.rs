@@ -183,10 +183,10 @@ mod tests {
 }
 
 // ---------------------------------------------------------------------------
-// Routes the agent installs itself (netlinkExport), see `crate::netlink_export`.
+// Routes the agent installs itself (netlinkExport), see `crate::bgp::export`.
 // ---------------------------------------------------------------------------
 
-use crate::netlink_export::KernelRoute;
+use crate::bgp::export::KernelRoute;
 use rtnetlink::packet_core::{NLM_F_CREATE, NLM_F_REPLACE};
 use rtnetlink::packet_route::route::{RouteNextHop, RouteProtocol, RouteScope};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};

@@ -1,5 +1,5 @@
 //! The PureLB allocator: assigns addresses to LoadBalancer Services from
-//! ServiceGroup pools. Flags and environment as PureLB's (spec §1.1), plus
+//! ServiceGroup pools. Flags and environment as PureLB's, plus
 //! leader election so several replicas can run.
 
 use std::net::{Ipv6Addr, SocketAddr};

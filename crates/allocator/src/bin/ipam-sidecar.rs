@@ -1,4 +1,4 @@
-//! `ipam-sidecar`: a reference external-IPAM sidecar for PureLB (spec §4.8).
+//! `ipam-sidecar`: a reference external-IPAM sidecar for PureLB.
 //!
 //! It serves `purelb.ipam.v1.IPAM` on a Unix socket and hands out addresses
 //! from the pools given on the command line. It is small on purpose, as a

@@ -1,4 +1,4 @@
-//! ServiceGroups in (spec §4.2), their status out (§4.9).
+//! ServiceGroups in, their status out.
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -220,7 +220,7 @@ impl Controller {
             .services
             .state()
             .iter()
-            .map(|s| service::key(s))
+            .map(|s| purelb_api::service::key(s))
             .collect();
         keys.into_iter()
             .for_each(|key| self.enqueue(Work::Service(key)));
@@ -271,7 +271,7 @@ impl Controller {
     fn accept_service(&mut self, event: Event<Service>) {
         match event {
             Event::Apply(s) => {
-                let key = service::key(&s);
+                let key = purelb_api::service::key(&s);
                 let version = s.metadata.resource_version.clone().unwrap_or_default();
                 if let Some(seen) = self.in_flight.get_mut(&key) {
                     seen.push(version.clone());
@@ -283,7 +283,7 @@ impl Controller {
             }
             // A re-list may skip versions: what it shows is the latest.
             Event::InitApply(s) => {
-                let key = service::key(&s);
+                let key = purelb_api::service::key(&s);
                 self.expected.remove(&key);
                 self.enqueue(Work::Service(key));
             }
@@ -293,7 +293,7 @@ impl Controller {
                     .get(purelb_api::annotations::ALLOCATED_FROM)
                     .cloned();
                 self.enqueue(Work::Deleted {
-                    key: service::key(&s),
+                    key: purelb_api::service::key(&s),
                     allocated_from,
                 });
             }
@@ -304,7 +304,7 @@ impl Controller {
                     .services
                     .state()
                     .iter()
-                    .map(|s| service::key(s))
+                    .map(|s| purelb_api::service::key(s))
                     .collect();
                 for key in self.ipam.service_keys() {
                     if !present.contains(&key) {
@@ -467,7 +467,7 @@ impl Controller {
         Ok(())
     }
 
-    /// A new ServiceGroup generation (spec §4.2, §4.3): parse, keep the old
+    /// A new ServiceGroup generation: parse, keep the old
     /// one if nothing parses, otherwise replay every branded Service's
     /// addresses before anything is allocated, then reprocess everything.
     async fn load_config(&mut self) -> Result<(), Error> {
@@ -515,8 +515,8 @@ impl Controller {
         Ok(())
     }
 
-    /// Replays every branded Service's addresses into a new generation (spec
-    /// §4.3) before it allocates anything. Where a write of ours has not yet
+    /// Replays every branded Service's addresses into a new generation
+    /// before it allocates anything. Where a write of ours has not yet
     /// come back through the watch, the store is behind: the addresses the
     /// current generation holds for that Service are the truth.
     fn rebuild(&self, ipam: &mut Ipam) {

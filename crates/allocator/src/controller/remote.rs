@@ -128,7 +128,7 @@ impl RemoteIpams {
         }
     }
 
-    /// The sidecar's stats for an external group (cached as §4.8 says).
+    /// The sidecar's stats for an external group (cached).
     pub async fn external_stats(&self, ipam: &Ipam, group: &str) -> Option<ExternalStats> {
         let socket = ipam.external_socket(group)?;
         match self

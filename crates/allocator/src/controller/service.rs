@@ -1,4 +1,4 @@
-//! Between a Kubernetes Service and the IPAM: which Services are ours (spec §3.1),
+//! Between a Kubernetes Service and the IPAM: which Services are ours,
 //! the request the IPAM sees, and the patches that write an outcome back.
 
 use std::collections::BTreeMap;
@@ -7,6 +7,7 @@ use std::net::IpAddr;
 use k8s_openapi::api::core::v1::Service;
 use purelb_api::annotations as keys;
 use purelb_api::pool::IpFamily;
+use purelb_api::service::{annotation, ingress_ips, is_branded, key};
 use serde_json::{Value, json};
 
 use crate::ipam::{AnnotationChange, Outcome, Port, ServiceRequest, SpecificAddresses};
@@ -47,7 +48,7 @@ pub fn handling(service: &Service, default_announcer: bool) -> Handling {
         None => return Handling::Ignore,
     }
     let service_type = spec.type_.as_deref().unwrap_or("ClusterIP");
-    if service_type != "LoadBalancer" {
+    if service_type != purelb_api::service::LOAD_BALANCER {
         return Handling::NotLoadBalancer(service_type.to_owned());
     }
     let cluster_ip_parses = spec
@@ -58,38 +59,6 @@ pub fn handling(service: &Service, default_announcer: bool) -> Handling {
         return Handling::Ignore;
     }
     Handling::Allocate
-}
-
-fn annotation<'a>(service: &'a Service, key: &str) -> Option<&'a str> {
-    service
-        .metadata
-        .annotations
-        .as_ref()?
-        .get(key)
-        .map(String::as_str)
-}
-
-/// The ingress IPs in `.status.loadBalancer.ingress`, in order; hostnames and
-/// unparseable entries are not ours and are skipped.
-pub fn ingress_ips(service: &Service) -> Vec<IpAddr> {
-    service
-        .status
-        .as_ref()
-        .and_then(|s| s.load_balancer.as_ref())
-        .and_then(|lb| lb.ingress.as_ref())
-        .into_iter()
-        .flatten()
-        .filter_map(|entry| entry.ip.as_deref()?.parse().ok())
-        .collect()
-}
-
-/// `namespace/name`.
-pub fn key(service: &Service) -> String {
-    format!(
-        "{}/{}",
-        service.metadata.namespace.as_deref().unwrap_or_default(),
-        service.metadata.name.as_deref().unwrap_or_default()
-    )
 }
 
 /// The IPAM's view of a Service.
@@ -130,7 +99,7 @@ pub fn request(service: &Service) -> ServiceRequest {
         ),
         multi_pool: annotation(service, keys::MULTI_POOL).map(str::to_owned),
         ingress: ingress_ips(service),
-        branded: annotation(service, keys::ALLOCATED_BY) == Some(keys::BRAND),
+        branded: is_branded(service),
         allocated_from: annotation(service, keys::ALLOCATED_FROM).map(str::to_owned),
     }
 }

@@ -1,6 +1,6 @@
 //! Per-address bookkeeping of one group: who uses an address, its sharing
-//! key, its ports, and the reverse index `(sharing key, family) -> address`
-//! (spec §3.6). Every operation touches one address: O(1) expected, plus the
+//! key, its ports, and the reverse index `(sharing key, family) -> address`.
+//! Every operation touches one address: O(1) expected, plus the
 //! Service's own ports.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -69,7 +69,7 @@ impl AddressBook {
         self.by_key.get(key).and_then(|slots| slots[i])
     }
 
-    /// Whether `ip` may be given to `service` (spec §3.6):
+    /// Whether `ip` may be given to `service`:
     /// 1. a sharing key already bound to another address of the family
     ///    refuses every other address;
     /// 2. an address in use needs equal non-empty keys, unless the Service

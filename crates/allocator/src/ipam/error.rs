@@ -1,4 +1,4 @@
-//! Why an allocation failed. The texts are PureLB's (spec §3.6, §4.4-§4.6):
+//! Why an allocation failed. The texts are exactly PureLB's:
 //! they surface in `AllocationFailed` events, which users and the e2e suite
 //! read.
 
@@ -15,7 +15,7 @@ pub(crate) fn go_list(items: &[String]) -> String {
     format!("[{}]", items.join(" "))
 }
 
-/// Why one address cannot be given to a Service (spec §3.6).
+/// Why one address cannot be given to a Service.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Unavailable {
     /// Every Service with one sharing key gets the same address per family.
@@ -46,7 +46,7 @@ pub enum Unavailable {
 }
 
 impl Unavailable {
-    /// The per-pool `allocation_rejected_total` reason (§4.5).
+    /// The per-pool `allocation_rejected_total` reason.
     pub(crate) fn reason(&self) -> RejectReason {
         match self {
             Self::PortInUse { .. } => RejectReason::PortConflict,
@@ -143,7 +143,7 @@ impl IpamError {
     }
 
     /// Whether trying again later can succeed: only trouble reaching an
-    /// external IPAM, never a decision of the IPAM itself (§4.5 step 8).
+    /// external IPAM, never a decision of the IPAM itself.
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,

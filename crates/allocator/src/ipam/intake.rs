@@ -1,4 +1,4 @@
-//! ServiceGroup intake (spec §4.2): scope to the install namespace, parse in
+//! ServiceGroup intake: scope to the install namespace, parse in
 //! (namespace, name) order, refuse duplicates and overlaps, build the
 //! namespace binding index.
 
@@ -270,7 +270,7 @@ fn parse_group(spec: &ServiceGroupSpec) -> Result<Kind, String> {
 }
 
 impl Ipam {
-    /// A new generation from the ServiceGroups (spec §4.2). Groups are taken
+    /// A new generation from the ServiceGroups. Groups are taken
     /// in (namespace, name) order; only those in `install_namespace` are
     /// used, except when it is unknown or when that would drop every group.
     /// A kept group that fails to parse, repeats a name, or shares an address

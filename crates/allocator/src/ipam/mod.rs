@@ -1,10 +1,10 @@
 //! The IPAM core: ServiceGroups in, per-Service allocation decisions out.
 //!
 //! Pure: no Kubernetes types and no I/O. The allocator controller builds an
-//! [`Ipam`] from the ServiceGroups ([`Ipam::from_groups`], spec §4.2),
+//! [`Ipam`] from the ServiceGroups ([`Ipam::from_groups`]),
 //! replays the existing allocations of branded Services into it
-//! ([`Ipam::notify`], §4.3), then for every handled LoadBalancer Service
-//! calls [`Ipam::reconcile`] (§4.5) and writes out the returned
+//! ([`Ipam::notify`]), then for every handled LoadBalancer Service
+//! calls [`Ipam::reconcile`] and writes out the returned
 //! [`Outcome`]: the ingress list, annotations, events and metric increments.
 //! Addresses of Netbox and external (sidecar) groups come from outside: for
 //! those `reconcile` returns the call to make ([`Step::Netbox`],

@@ -1,4 +1,4 @@
-//! Which ServiceGroup a Service may use (spec §4.4): the namespace binding
+//! Which ServiceGroup a Service may use: the namespace binding
 //! index, built once per generation from the accepted groups, and the
 //! resolution and boundary checks run for every allocation.
 
@@ -119,7 +119,7 @@ pub struct Resolution {
 
 impl Ipam {
     /// Chooses the group for a Service in `namespace` that requests no
-    /// specific address (§4.4): the `service-group` annotation, else the
+    /// specific address: the `service-group` annotation, else the
     /// namespace's default, else `default`.
     pub fn resolve(
         &self,

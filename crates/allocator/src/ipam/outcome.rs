@@ -55,7 +55,7 @@ impl EventType {
     }
 }
 
-/// Event reasons of the allocator (spec §8).
+/// Event reasons of the allocator, the same as PureLB's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventReason {
     AddressAssigned,
@@ -152,7 +152,7 @@ impl RejectReason {
     }
 }
 
-/// A counter increment (spec §7); gauges come from [`super::GroupStatus`].
+/// A counter increment; gauges come from [`super::GroupStatus`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Metric {
     /// `purelb_address_pool_allocation_rejected_total{pool, reason}`.

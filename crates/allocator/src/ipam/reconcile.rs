@@ -1,4 +1,4 @@
-//! Per-Service decisions (spec §4.5-§4.7, §3.5, §3.6): rebuild, steady
+//! Per-Service decisions: rebuild, steady
 //! state, family transitions, specific addresses, allocation from a group,
 //! multi-pool, release.
 
@@ -38,7 +38,7 @@ fn dedup(ips: &[IpAddr]) -> Vec<IpAddr> {
 }
 
 impl Ipam {
-    /// Rebuild (spec §4.3): records a branded Service's ingress addresses as
+    /// Rebuild: records a branded Service's ingress addresses as
     /// its holdings, without conflict checks. The Service's holdings become
     /// exactly these addresses. Returns the addresses that lie in no group
     /// (left on the Service, logged as unknown). Netbox and external
@@ -131,8 +131,8 @@ impl Ipam {
         }
     }
 
-    /// The decision for one handled LoadBalancer Service (spec §4.5 from step
-    /// 3 on; the controller has already checked class, type and clusterIP,
+    /// The decision for one handled LoadBalancer Service (from the multi-pool
+    /// decision on; the controller has already checked class, type and clusterIP,
     /// and deletes `purelb.io/re-evaluate` itself). `active_subnets` are the
     /// `purelb.io/subnets` of the live node Leases, `None` when the install
     /// namespace is unknown (multi-pool then refuses).
@@ -202,7 +202,7 @@ impl Ipam {
         self.allocate(req, active_subnets, resolution, out)
     }
 
-    /// Releases addresses of families no longer requested (§3.5).
+    /// Releases addresses of families no longer requested.
     fn release_excess(&mut self, req: &ServiceRequest, excess: &[IpAddr], out: &mut Outcome) {
         for ip in dedup(excess) {
             if let Some((g, freed)) = self.unhold(&req.key, ip) {
@@ -291,7 +291,7 @@ impl Ipam {
         }
     }
 
-    /// The Service was deleted (spec §4.7): release every address it held.
+    /// The Service was deleted: release every address it held.
     /// `allocated_from` is the deleted object's annotation; it picks the
     /// external groups to ask (all of them when unknown).
     pub fn release_service(&mut self, service: &str, allocated_from: Option<&str>) -> Outcome {
@@ -300,7 +300,7 @@ impl Ipam {
         out
     }
 
-    /// The Service is no longer `type: LoadBalancer` (spec §3.1 item 5).
+    /// The Service is no longer `type: LoadBalancer`: release its addresses.
     pub fn release_not_load_balancer(
         &mut self,
         req: &ServiceRequest,
@@ -424,7 +424,7 @@ impl Ipam {
         self.allocate_from_group(req, g, out)
     }
 
-    /// Specific addresses (§4.5 6b): every address must lie in a local or
+    /// Specific addresses: every address must lie in a local or
     /// remote group the Service may use; then the Service's previous
     /// holdings are released and each address assigned. On a refusal
     /// everything is put back as it was.
@@ -520,7 +520,7 @@ impl Ipam {
         out
     }
 
-    /// Allocation from the resolved group (§4.5 6c, not multi-pool).
+    /// Allocation from the resolved group (not multi-pool).
     fn allocate_from_group(&mut self, req: &ServiceRequest, g: usize, mut out: Outcome) -> Step {
         if out.ingress.is_empty() {
             self.release_everything(&req.key, req.allocated_from.as_deref(), false, &mut out);
@@ -674,7 +674,7 @@ impl Ipam {
         Ok(ip)
     }
 
-    /// A fresh multi-pool allocation (§4.6).
+    /// A fresh multi-pool allocation.
     fn allocate_multi(
         &mut self,
         req: &ServiceRequest,
@@ -786,7 +786,7 @@ impl Ipam {
     }
 
     /// A branded multi-pool Service with addresses: add addresses from
-    /// ranges that became active; never remove any (§4.6).
+    /// ranges that became active; never remove any.
     fn incremental(
         &mut self,
         req: &ServiceRequest,

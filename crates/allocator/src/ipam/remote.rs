@@ -1,5 +1,5 @@
 //! Groups whose addresses come from outside: an external IPAM sidecar
-//! (spec §4.8) or Netbox. The IPAM decides that such a call is needed and
+//! or Netbox. The IPAM decides that such a call is needed and
 //! what to ask; the controller makes the call and hands the answer back.
 
 use std::net::IpAddr;
@@ -125,7 +125,7 @@ impl Ipam {
     /// Finishes a Netbox allocation with the addresses Netbox handed out, one
     /// per requested family. An address inside a local or remote group, or
     /// one another Service holds without a compatible sharing key or with a
-    /// clashing port, is refused (spec §3.6 rules); on any refusal this
+    /// clashing port, is refused; on any refusal this
     /// call's addresses are released again.
     pub fn complete_netbox(
         &mut self,

@@ -1,5 +1,5 @@
 //! What the controller tells the IPAM about one Service: plain values decoded
-//! from the Service object (spec §3.2), no Kubernetes types.
+//! from the Service object, no Kubernetes types.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -40,7 +40,7 @@ pub enum AddressSource {
     LoadBalancerIp,
 }
 
-/// Specific addresses a Service asks for, parsed strictly (§3.2).
+/// Specific addresses a Service asks for, parsed strictly (no trimming, no ranges).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SpecificAddresses {
     pub source: AddressSource,

@@ -1,4 +1,4 @@
-//! ServiceGroup usage for `.status` (spec §2.1, §4.9) and the pool gauges.
+//! ServiceGroup usage for `.status` and the pool gauges.
 //! Counted in `u128` (an IPv6 `/64` has 2^64 addresses) and clamped to
 //! `i64` only for the CRD, so large pools read as "very many", never as 0 or
 //! a negative number as upstream's 64-bit arithmetic would give.

@@ -1,5 +1,5 @@
 //! `BGPConfiguration` (`bgp.purelb.io/v1`, plural `configs`): the embedded speaker's
-//! configuration, schema-compatible with k8gobgp 0.2.4 (spec §2.3).
+//! configuration, schema-compatible with k8gobgp 0.2.4.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
 use kube::CustomResource;

@@ -1,5 +1,5 @@
 //! `BGPNodeStatus` (`bgp.purelb.io/v1`, cluster-scoped): one per node, name = node
-//! name, written by the node's speaker (spec §2.4).
+//! name, written by the node's speaker.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::CustomResource;

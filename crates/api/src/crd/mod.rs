@@ -1,5 +1,5 @@
-//! Custom resource types, compatible field for field with PureLB v0.17 and k8gobgp 0.2.4
-//! (spec §2), plus the Netbox pool type.
+//! Custom resource types, compatible field for field with PureLB v0.17 and k8gobgp 0.2.4,
+//! plus the Netbox pool type.
 
 pub mod bgp_configuration;
 pub mod bgp_node_status;

@@ -233,7 +233,7 @@ fn parse_v6_prefixes(bytes: &[u8]) -> Option<Vec<Ipv6Prefix>> {
     })
 }
 
-/// NLRI encoding (RFC 4271 §4.3): a length in bits, then just enough octets of
+/// NLRI encoding (RFC 4271 section 4.3): a length in bits, then just enough octets of
 /// the address. `N` is the address width in octets; longer prefixes are refused.
 fn parse_prefixes<const N: usize, P>(
     bytes: &[u8],
@@ -269,7 +269,7 @@ fn parse_as_path(bytes: &[u8], four_octet: bool) -> Option<AsPath> {
         };
         let count = c.u8()?;
         if count == 0 {
-            return None; // RFC 7606 §7.2
+            return None; // RFC 7606 section 7.2
         }
         let mut asns = Vec::with_capacity(usize::from(count));
         for _ in 0..count {
@@ -284,7 +284,7 @@ fn parse_as_path(bytes: &[u8], four_octet: bool) -> Option<AsPath> {
     Some(AsPath { segments })
 }
 
-/// RFC 4271 §9.1.2.2 path length: a set counts one, confederation segments count zero.
+/// RFC 4271 section 9.1.2.2 path length: a set counts one, confederation segments count zero.
 fn path_len(path: &AsPath) -> usize {
     path.segments
         .iter()
@@ -296,7 +296,7 @@ fn path_len(path: &AsPath) -> usize {
         .sum()
 }
 
-/// RFC 6793 §4.2.3: rebuild the real path from AS_PATH and AS4_PATH of a 2-octet peer.
+/// RFC 6793 section 4.2.3: rebuild the real path from AS_PATH and AS4_PATH of a 2-octet peer.
 fn merge_as4_path(as_path: AsPath, as4: &AsPath) -> AsPath {
     let (n2, n4) = (path_len(&as_path), path_len(as4));
     if n2 < n4 {
@@ -367,7 +367,7 @@ fn decode_update(body: &[u8], ctx: WireContext) -> Result<Update, DecodeError> {
         .ok_or(list_err("total path attribute length overruns the message"))?;
     let nbytes = c.rest();
 
-    // RFC 7606 §5.3: an NLRI field that cannot be parsed leaves nothing to withdraw safely.
+    // RFC 7606 section 5.3: an NLRI field that cannot be parsed leaves nothing to withdraw safely.
     let net_err = |reason| DecodeError::SessionReset {
         subcode: sub::INVALID_NETWORK_FIELD,
         data: Vec::new(),
@@ -407,7 +407,7 @@ fn decode_update(body: &[u8], ctx: WireContext) -> Result<Update, DecodeError> {
             if code == at::MP_REACH_NLRI || code == at::MP_UNREACH_NLRI {
                 return Err(list_err("MP_REACH_NLRI or MP_UNREACH_NLRI repeated"));
             }
-            // RFC 7606 §3g: keep the first, discard the rest.
+            // RFC 7606 section 3g: keep the first, discard the rest.
             discarded.push(code);
             continue;
         }
@@ -430,9 +430,9 @@ fn decode_update(body: &[u8], ctx: WireContext) -> Result<Update, DecodeError> {
     }
 
     if !list_complete {
-        // RFC 7606 §4: an attribute overrunning the attribute field is treat-as-withdraw, which
-        // needs the NLRI to be locatable. With nothing parsed to withdraw (an MP attribute may be
-        // hidden in the unparsed part) only a reset is safe.
+        // RFC 7606 section 4: an attribute overrunning the attribute field is treat-as-withdraw,
+        // which needs the NLRI to be locatable. With nothing parsed to withdraw (an MP attribute
+        // may be hidden in the unparsed part) only a reset is safe.
         let have_any = !withdrawn.is_empty()
             || !nlri.is_empty()
             || attrs.mp_reach.is_some()
@@ -495,7 +495,8 @@ fn decode_attribute(
             value: value.to_vec(),
         })
     };
-    // RFC 7606 §3c: wrong flags on a known attribute get that attribute's own error handling.
+    // RFC 7606 section 3c: wrong flags on a known attribute get that attribute's own error
+    // handling.
     match code {
         at::ORIGIN => {
             let origin = match (kind == TRANSITIVE, value) {
@@ -524,7 +525,7 @@ fn decode_attribute(
         },
         at::LOCAL_PREF => match (kind == TRANSITIVE, u32_value(value)) {
             (true, Some(lp)) => attrs.local_pref = Some(lp),
-            // RFC 7606 §7.5: an external peer's LOCAL_PREF is ignored anyway.
+            // RFC 7606 section 7.5: an external peer's LOCAL_PREF is ignored anyway.
             _ if !ctx.ibgp => return Err(AttrError::Discard),
             _ => return Err(AttrError::Withdraw("malformed LOCAL_PREF")),
         },
@@ -589,7 +590,7 @@ fn decode_attribute(
             raw(attrs);
         }
         at::MP_REACH_NLRI => {
-            // RFC 7606 §7.11: without AFI/SAFI disable, a malformed MP attribute resets.
+            // RFC 7606 section 7.11: without AFI/SAFI disable, a malformed MP attribute resets.
             let bad = AttrError::Reset(sub::OPTIONAL_ATTRIBUTE, "malformed MP_REACH_NLRI");
             if kind != OPTIONAL {
                 return Err(bad);

@@ -2,7 +2,7 @@ use std::net::Ipv4Addr;
 
 use super::{HEADER_LEN, MAX_MESSAGE_LEN, Prefix};
 
-/// NOTIFICATION error codes (RFC 4271 §4.5, RFC 7313).
+/// NOTIFICATION error codes (RFC 4271 section 4.5, RFC 7313).
 pub mod code {
     pub const MESSAGE_HEADER: u8 = 1;
     pub const OPEN_MESSAGE: u8 = 2;
@@ -13,7 +13,7 @@ pub mod code {
     pub const ROUTE_REFRESH_MESSAGE: u8 = 7;
 }
 
-/// UPDATE Message Error subcodes (RFC 4271 §6.3).
+/// UPDATE Message Error subcodes (RFC 4271 section 6.3).
 pub mod update_subcode {
     pub const MALFORMED_ATTRIBUTE_LIST: u8 = 1;
     pub const UNRECOGNIZED_WELL_KNOWN: u8 = 2;

@@ -29,7 +29,7 @@ pub const MAX_MESSAGE_LEN: usize = 4096;
 /// RFC 6793: placed in 2-octet AS fields when the real ASN does not fit.
 pub const AS_TRANS: u16 = 23456;
 
-/// Message type codes (RFC 4271 §4.1, RFC 2918).
+/// Message type codes (RFC 4271 section 4.1, RFC 2918).
 pub mod msg_type {
     pub const OPEN: u8 = 1;
     pub const UPDATE: u8 = 2;
@@ -62,7 +62,7 @@ pub struct WireContext {
     /// AS_PATH carries 2-octet ASNs (AS_TRANS for large ones) and AS4_PATH carries the real path.
     pub four_octet_as: bool,
     /// The peer is internal (same ASN). A malformed LOCAL_PREF is treat-as-withdraw from an
-    /// internal peer and simply discarded from an external one (RFC 7606 §7.5).
+    /// internal peer and simply discarded from an external one (RFC 7606 section 7.5).
     pub ibgp: bool,
 }
 
@@ -88,7 +88,7 @@ pub enum Message {
     RouteRefresh(AfiSafi),
 }
 
-/// OPEN (RFC 4271 §4.2) with the capabilities the speaker uses (RFC 5492).
+/// OPEN (RFC 4271 section 4.2) with the capabilities the speaker uses (RFC 5492).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Open {
     pub version: u8,
@@ -141,7 +141,7 @@ pub struct RawCapability {
     pub value: Vec<u8>,
 }
 
-/// NOTIFICATION (RFC 4271 §4.5).
+/// NOTIFICATION (RFC 4271 section 4.5).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Notification {
     pub code: u8,
@@ -218,7 +218,7 @@ pub enum Prefix {
     V6(Ipv6Prefix),
 }
 
-/// UPDATE (RFC 4271 §4.3). IPv6 unicast travels in `attributes.mp_reach` / `mp_unreach`.
+/// UPDATE (RFC 4271 section 4.3). IPv6 unicast travels in `attributes.mp_reach` / `mp_unreach`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Update {
     pub withdrawn: Vec<Ipv4Prefix>,
@@ -230,7 +230,7 @@ pub struct Update {
 }
 
 impl Update {
-    /// End-of-RIB for IPv4 unicast: an UPDATE with nothing in it (RFC 4724 §2).
+    /// End-of-RIB for IPv4 unicast: an UPDATE with nothing in it (RFC 4724 section 2).
     pub fn end_of_rib_ipv4() -> Self {
         Self::default()
     }

@@ -16,7 +16,7 @@ use purelb_bgp::fsm::State;
 use purelb_bgp::speaker::SpeakerStatus;
 use purelb_bgp::wire::Prefix;
 
-use crate::bgp_config::{MapError, MappedConfig};
+use crate::bgp::config::{MapError, MappedConfig};
 
 /// Caps on the lists in BGPNodeStatus (spec §2.4).
 pub const MAX_IMPORTED: usize = 500;
@@ -432,7 +432,7 @@ pub fn jitter(node: &str, heartbeat: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bgp_config::{ExportSettings, ImportSettings, RouterIdSource};
+    use crate::bgp::config::{ExportSettings, ImportSettings, RouterIdSource};
     use purelb_bgp::driver::LocalRoute;
     use purelb_bgp::speaker::{PeerStatus, RouteStatus, SpeakerConfig};
     use purelb_bgp::wire::Ipv4Prefix;

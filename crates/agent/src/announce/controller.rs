@@ -40,16 +40,18 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::announcer::{Announcer, Applied, GarpJob, Oracle};
-use crate::config::{self, AgentId, AgentSettings, SelectorState};
-use crate::election::{self, ElectionHandle, Identity, Notice, Timing};
-use crate::endpoints::{self, SERVICE_NAME_LABEL};
+use crate::announce::announcer::{Announcer, Applied, GarpJob};
+use crate::node::election::Oracle;
+use crate::node::selection::{self, AgentId, SelectorState};
+use crate::node::settings::AgentSettings;
+use crate::node::election::{self, ElectionHandle, Identity, Notice, Timing};
+use crate::announce::endpoints::{self, SERVICE_NAME_LABEL};
 use crate::event::{self, Event as AgentEvent};
 use crate::kernel::{EventGroups, EventStream, Kernel, KernelEvent};
-use crate::links;
+use crate::node::links;
 use crate::metrics::{Metrics, StealLabels};
-use crate::netstate::{self, NetSnapshot};
-use crate::plan::{
+use crate::node::netstate::{self, NetSnapshot};
+use crate::announce::plan::{
     self, AnnotationChanges, Decision, PlanContext, PoolTable, SlotAction, WithdrawReason,
 };
 
@@ -927,7 +929,7 @@ impl PreConfig<'_> {
             .and_then(|n| n.metadata.labels.clone())
             .unwrap_or_default();
         let agents = self.agents.state();
-        let selection = config::select(agents.iter().map(|a| a.as_ref()), &labels);
+        let selection = selection::select(agents.iter().map(|a| a.as_ref()), &labels);
         for warning in &selection.warnings {
             tracing::info!(op = "setConfig", node = self.node, warning = %warning, "configuration value defaulted");
         }
@@ -982,7 +984,7 @@ impl PreConfig<'_> {
 
 /// `namespace/name`.
 fn key_of(s: &Service) -> String {
-    plan::service_key(s)
+    purelb_api::service::key(s)
 }
 
 fn slice_service(slice: &EndpointSlice) -> Option<String> {

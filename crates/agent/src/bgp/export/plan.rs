@@ -59,7 +59,7 @@ use std::net::IpAddr;
 use purelb_bgp::driver::ReceivedRoute;
 use purelb_bgp::wire::{AsPath, AsSegmentType, Prefix};
 
-use crate::bgp_config::{ExportRule, ExportSettings};
+use crate::bgp::config::{ExportRule, ExportSettings};
 use crate::kernel::{Kernel, KernelError};
 
 /// `RTPROT_BGP`, the default route protocol.

@@ -22,12 +22,14 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::config::{AddressSettings, GarpSettings};
-use crate::election::View;
+pub use super::garp::GarpJob;
+use super::announced::{AddressRemoval, AnnouncedAddresses};
+use super::plan::{Decision, WithdrawReason};
 use crate::kernel::{Address, AddressOptions, Kernel};
 use crate::metrics::Metrics;
-use crate::netstate::{self, NetSnapshot};
-use crate::plan::{AddressRemoval, AnnouncedAddresses, Decision, Election, WithdrawReason};
+use crate::node::election::View;
+use crate::node::netstate::{self, NetSnapshot};
+use crate::node::settings::AddressSettings;
 
 /// Where an address goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -510,108 +512,6 @@ fn kernel_options(settings: &AddressSettings, nodad: bool, deprecated: bool) -> 
     }
 }
 
-/// A GARP / unsolicited NA sequence to run after a local add (spec §5.9).
-#[derive(Debug, Clone)]
-pub struct GarpJob {
-    pub settings: GarpSettings,
-    /// The node-affinity set the election used, re-used for verification.
-    pub preferred: Option<BTreeSet<String>>,
-}
-
-impl GarpJob {
-    async fn run(
-        self,
-        ifindex: u32,
-        mac: [u8; 6],
-        ip: IpAddr,
-        view: watch::Receiver<View>,
-        node: String,
-        metrics: Arc<Metrics>,
-    ) {
-        tokio::time::sleep(self.settings.initial_delay).await;
-        for i in 0..self.settings.count {
-            if i > 0 {
-                tokio::time::sleep(self.settings.interval).await;
-            }
-            {
-                let view = view.borrow();
-                if !view.healthy {
-                    return;
-                }
-                if self.settings.verify_before_send {
-                    let winner = Election::winner(&*view.electorate, ip, self.preferred.as_ref());
-                    if winner.as_deref() != Some(node.as_str()) {
-                        tracing::debug!(op = "garp", ip = %ip, "no longer the winner; stopping GARP");
-                        return;
-                    }
-                }
-            }
-            match ip {
-                IpAddr::V4(v4) => match crate::garp::send_garp(ifindex, mac, v4) {
-                    Ok(()) => {
-                        metrics.garp_sent.inc();
-                    }
-                    Err(error) => {
-                        metrics.garp_errors.inc();
-                        tracing::warn!(op = "garp", ip = %ip, %error, "sending gratuitous ARP failed");
-                    }
-                },
-                IpAddr::V6(v6) => match crate::garp::send_unsolicited_na(ifindex, mac, v6) {
-                    Ok(()) => {
-                        metrics.na_sent.inc();
-                    }
-                    Err(error) => {
-                        metrics.na_errors.inc();
-                        tracing::warn!(op = "garp", ip = %ip, %error, "sending unsolicited neighbor advertisement failed");
-                    }
-                },
-            }
-        }
-    }
-}
-
-/// The election as the planner asks it: no winner while this node is unhealthy,
-/// and during the join hold-down this node does not claim addresses it does not
-/// hold yet. Counts the node-affinity fallback.
-pub struct Oracle<'a> {
-    pub view: &'a View,
-    pub now: Instant,
-    /// Whether this node already holds an address ([`Announcer::holds`]).
-    pub holds: &'a dyn Fn(IpAddr) -> bool,
-    pub metrics: &'a Metrics,
-}
-
-impl Election for Oracle<'_> {
-    fn winner(&self, ip: IpAddr, preferred: Option<&BTreeSet<String>>) -> Option<String> {
-        if !self.view.healthy {
-            return None;
-        }
-        let winner = match preferred {
-            Some(preferred) => {
-                let preferred: Vec<&str> = preferred.iter().map(String::as_str).collect();
-                let e = self
-                    .view
-                    .electorate
-                    .winner_with_preference(ip, &preferred)?;
-                if e.fell_back {
-                    self.metrics
-                        .affinity_fallback
-                        .get_or_create(&crate::metrics::ServiceLabels {
-                            service: ip.to_string(),
-                        })
-                        .inc();
-                }
-                e.winner.to_owned()
-            }
-            None => self.view.electorate.winner(ip)?.to_owned(),
-        };
-        if winner == self.view.node && !self.view.may_claim(self.now) && !(self.holds)(ip) {
-            return None;
-        }
-        Some(winner)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -657,107 +557,6 @@ mod tests {
         assert_eq!(
             (o.valid_lifetime, o.no_prefix_route, o.deprecated),
             (0, false, false)
-        );
-    }
-
-    fn view(healthy: bool, claim_after: Option<Instant>) -> View {
-        let cidr = purelb_api::pool::Cidr::parse("198.51.100.0/28").unwrap();
-        View {
-            node: "a".into(),
-            electorate: Arc::new(
-                [("a", vec![cidr]), ("b", vec![cidr]), ("c", vec![cidr])]
-                    .into_iter()
-                    .collect(),
-            ),
-            healthy,
-            claim_after,
-        }
-    }
-
-    /// An address of the /28 that node `a` wins.
-    fn won_by_a(v: &View) -> IpAddr {
-        (1..15u8)
-            .map(|i| IpAddr::from([198, 51, 100, i]))
-            .find(|ip| v.electorate.winner(*ip) == Some("a"))
-            .unwrap()
-    }
-
-    #[test]
-    fn oracle_health_and_hold_down() {
-        let metrics = Metrics::new();
-        let now = Instant::now();
-        let never = |_: IpAddr| false;
-        let always = |_: IpAddr| true;
-        let healthy = view(true, None);
-        let ip = won_by_a(&healthy);
-        let o = Oracle {
-            view: &healthy,
-            now,
-            holds: &never,
-            metrics: &metrics,
-        };
-        assert_eq!(o.winner(ip, None).as_deref(), Some("a"));
-        // Unhealthy (fenced): nobody wins, so local addresses are withdrawn.
-        let fenced = view(false, None);
-        let o = Oracle {
-            view: &fenced,
-            now,
-            holds: &always,
-            metrics: &metrics,
-        };
-        assert_eq!(o.winner(ip, None), None);
-        // Hold-down: no new claims, but what is held stays.
-        let joining = view(true, Some(now + Duration::from_secs(1)));
-        let o = Oracle {
-            view: &joining,
-            now,
-            holds: &never,
-            metrics: &metrics,
-        };
-        assert_eq!(o.winner(ip, None), None);
-        let o = Oracle {
-            view: &joining,
-            now,
-            holds: &always,
-            metrics: &metrics,
-        };
-        assert_eq!(o.winner(ip, None).as_deref(), Some("a"));
-        // Another node's win is reported as such during the hold-down.
-        let other = (1..15u8)
-            .map(|i| IpAddr::from([198, 51, 100, i]))
-            .find(|ip| joining.electorate.winner(*ip) != Some("a"))
-            .unwrap();
-        let o = Oracle {
-            view: &joining,
-            now,
-            holds: &never,
-            metrics: &metrics,
-        };
-        assert!(o.winner(other, None).is_some_and(|w| w != "a"));
-    }
-
-    #[test]
-    fn oracle_counts_affinity_fallback() {
-        let metrics = Metrics::new();
-        let v = view(true, None);
-        let ip = won_by_a(&v);
-        let never = |_: IpAddr| false;
-        let o = Oracle {
-            view: &v,
-            now: Instant::now(),
-            holds: &never,
-            metrics: &metrics,
-        };
-        let preferred: BTreeSet<String> = ["b".to_owned()].into();
-        assert_eq!(o.winner(ip, Some(&preferred)).as_deref(), Some("b"));
-        let elsewhere: BTreeSet<String> = ["z".to_owned()].into();
-        assert_eq!(o.winner(ip, Some(&elsewhere)).as_deref(), Some("a"));
-        let text = metrics.encode().unwrap();
-        assert!(
-            text.contains(&format!(
-                "purelb_election_affinity_fallback_total{{service=\"{ip}\"}} 1"
-            )),
-            "{text}"
         );
     }
 }

@@ -9,7 +9,8 @@ use std::net::IpAddr;
 
 use purelb_api::pool::{Cidr, IpFamily};
 
-use crate::config::{AgentSettings, InterfaceChoice, SelectorState};
+use crate::node::selection::SelectorState;
+use crate::node::settings::{AgentSettings, InterfaceChoice};
 
 /// Address flags that make an IPv6 address unusable for containment and subnets.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -1,7 +1,7 @@
 //! The embedded speaker inside the agent: BGPConfiguration in, routes out, status written.
 //!
 //! One task owns the [`Speaker`]. It watches the BGPConfigurations and Secrets of the install
-//! namespace and its own Node; on a change it maps the configuration ([`crate::bgp_config`]) and
+//! namespace and its own Node; on a change it maps the configuration ([`crate::bgp::config`]) and
 //! applies it — only sessions whose identity changed are reset — or, if the configuration is
 //! bad, keeps the last good one and says why in the BGPConfiguration's status and a Warning
 //! event. The addresses on the `netlinkImport` interfaces (`kube-lb0`) arrive from the kernel as
@@ -34,14 +34,14 @@ use serde_json::json;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use crate::bgp_config::{ImportSettings, MapError, MappedConfig, NodeFacts, Secrets, map_config};
-use crate::bgp_status::{
+use crate::bgp::config::{ImportSettings, MapError, MappedConfig, NodeFacts, Secrets, map_config};
+use crate::bgp::status::{
     ConfigOutcome, ImportInterface, ImportState, NodeStatusInput, changed, config_status,
     node_status, shutdown_status,
 };
 use crate::event::Event;
 use crate::kernel::{AddressWatcher, Kernel, OperState, glob_match};
-use crate::netlink_export::{ExportReport, NetlinkExporter, plan_export};
+use crate::bgp::export::{ExportReport, NetlinkExporter, plan_export};
 
 /// The field manager of every write this module makes.
 pub const FIELD_MANAGER: &str = "purelb-lbnodeagent";

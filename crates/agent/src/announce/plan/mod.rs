@@ -8,355 +8,33 @@
 //! annotations with [`announcing_annotations`] and posts
 //! [`Decision::failure_event`] instead of [`Decision::success_event`].
 
+mod announcing;
+mod decision;
+mod pools;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use k8s_openapi::api::core::v1::Service;
-use purelb_api::annotations::{self, Announcements, Announcer};
-use purelb_api::crd::ServiceGroup;
-use purelb_api::crd::service_group::{AddressPool, ExternalAnnounce};
-use purelb_api::election::Electorate;
-use purelb_api::pool::{IpFamily, PoolRange};
+use purelb_api::annotations;
+use purelb_api::pool::IpFamily;
+use purelb_api::service::{annotation, is_branded, is_load_balancer, unique_ingress_ips};
 
-use crate::config::{AddressSettings, AgentSettings};
+pub use announcing::{AnnotationChanges, SlotSteal, announcing_annotations};
+pub use decision::{Decision, SlotAction, WithdrawReason};
+pub use pools::{GroupPool, PoolKind, PoolTable};
+
 use crate::event::{self, Event};
-use crate::links::{self, LocalLookup, NodeInterfaces};
+use crate::node::election::Election;
+use crate::node::links::{self, LocalLookup, NodeInterfaces};
+use crate::node::settings::AgentSettings;
 
-/// `spec.type` of a Service the agent announces.
-pub const LOAD_BALANCER: &str = "LoadBalancer";
 /// `spec.externalTrafficPolicy` values.
 pub const ETP_LOCAL: &str = "Local";
 pub const ETP_CLUSTER: &str = "Cluster";
 
 const LOCAL_OVERRIDE_ALLOWED: &str = "ExternalTrafficPolicy override annotation found, will allow Local policy. Incoming traffic will NOT be forwarded inter-node. This is not a recommended configuration; please see the PureLB docs for more info.";
 const LOCAL_OVERRIDE_TO_CLUSTER: &str = "ExternalTrafficPolicy Local not supported on local Interfaces, setting to Cluster. Please see the PureLB docs for info on why we do this, and how to override this policy.";
-
-/// Who announces an address: the winner of the per-IP election. Callers implement it
-/// with the live lease state (and return `None` while their own lease is unhealthy).
-pub trait Election {
-    /// The winning node for `ip`, or `None` when no node is eligible. `preferred` is
-    /// the node-affinity set (nodes with a healthy endpoint), when requested.
-    fn winner(&self, ip: IpAddr, preferred: Option<&BTreeSet<String>>) -> Option<String>;
-}
-
-impl<F> Election for F
-where
-    F: Fn(IpAddr, Option<&BTreeSet<String>>) -> Option<String>,
-{
-    fn winner(&self, ip: IpAddr, preferred: Option<&BTreeSet<String>>) -> Option<String> {
-        self(ip, preferred)
-    }
-}
-
-/// The rendezvous election over live leases. The affinity fallback is not reported
-/// here; a caller that counts `purelb_election_affinity_fallback_total` uses
-/// [`Electorate::winner_with_preference`] directly.
-impl Election for Electorate {
-    fn winner(&self, ip: IpAddr, preferred: Option<&BTreeSet<String>>) -> Option<String> {
-        match preferred {
-            Some(preferred) => {
-                let preferred: Vec<&str> = preferred.iter().map(String::as_str).collect();
-                self.winner_with_preference(ip, &preferred)
-                    .map(|e| e.winner.to_owned())
-            }
-            None => Electorate::winner(self, ip).map(str::to_owned),
-        }
-    }
-}
-
-/// Whether a pool is announced on one node's NIC or on every node's dummy link.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum PoolKind {
-    Local,
-    Remote,
-}
-
-/// One parsed pool of a ServiceGroup.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GroupPool {
-    pub group: String,
-    pub kind: PoolKind,
-    pub range: PoolRange,
-}
-
-/// The pools of the ServiceGroups the agent reads (the caller passes only those in
-/// the install namespace): local groups first, then remote, each sorted by group
-/// name, each group's ranges in `v4pools`, `v4pool`, `v6pools`, `v6pool` order.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PoolTable {
-    pools: Vec<GroupPool>,
-    external_remote: BTreeSet<String>,
-    /// Pools that did not parse: (group, error). The allocator reports them.
-    pub invalid: Vec<(String, String)>,
-}
-
-impl PoolTable {
-    /// Choice: `external` groups with `announce: remote` are remembered, so their
-    /// addresses go on the dummy link like any remote pool's (upstream ignores them,
-    /// §5.3 quirk): that is what the user configured.
-    pub fn from_groups<'a>(groups: impl IntoIterator<Item = &'a ServiceGroup>) -> Self {
-        let mut groups: Vec<&ServiceGroup> = groups.into_iter().collect();
-        groups.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
-        let mut table = Self::default();
-        for kind in [PoolKind::Local, PoolKind::Remote] {
-            for group in &groups {
-                let name = group.metadata.name.clone().unwrap_or_default();
-                let spec = &group.spec;
-                let ranges: Vec<&AddressPool> = match kind {
-                    PoolKind::Local => spec.local.as_ref().map_or_else(Vec::new, |l| {
-                        ordered_pools(&l.v4pools, &l.v4pool, &l.v6pools, &l.v6pool)
-                    }),
-                    PoolKind::Remote => spec.remote.as_ref().map_or_else(Vec::new, |r| {
-                        ordered_pools(&r.v4pools, &r.v4pool, &r.v6pools, &r.v6pool)
-                    }),
-                };
-                for pool in ranges {
-                    match PoolRange::parse(&pool.pool, &pool.subnet, pool.aggregation.as_deref()) {
-                        Ok(range) => table.pools.push(GroupPool {
-                            group: name.clone(),
-                            kind,
-                            range,
-                        }),
-                        Err(e) => table.invalid.push((name.clone(), e.to_string())),
-                    }
-                }
-            }
-        }
-        table.external_remote = groups
-            .iter()
-            .filter(|g| {
-                g.spec
-                    .external
-                    .as_ref()
-                    .is_some_and(|e| e.announce == ExternalAnnounce::Remote)
-            })
-            .filter_map(|g| g.metadata.name.clone())
-            .collect();
-        table
-    }
-
-    pub fn pools(&self) -> &[GroupPool] {
-        &self.pools
-    }
-
-    /// The first pool (local groups first) holding `ip`.
-    pub fn pool_for(&self, ip: IpAddr) -> Option<&GroupPool> {
-        self.pools.iter().find(|p| p.range.contains(ip))
-    }
-
-    /// The first remote pool holding `ip`.
-    pub fn remote_pool_for(&self, ip: IpAddr) -> Option<&GroupPool> {
-        self.pools
-            .iter()
-            .find(|p| p.kind == PoolKind::Remote && p.range.contains(ip))
-    }
-
-    /// Whether `group` is an external group announced remotely.
-    pub fn is_external_remote(&self, group: &str) -> bool {
-        self.external_remote.contains(group)
-    }
-}
-
-fn ordered_pools<'a>(
-    v4pools: &'a Option<Vec<AddressPool>>,
-    v4pool: &'a Option<AddressPool>,
-    v6pools: &'a Option<Vec<AddressPool>>,
-    v6pool: &'a Option<AddressPool>,
-) -> Vec<&'a AddressPool> {
-    v4pools
-        .iter()
-        .flatten()
-        .chain(v4pool)
-        .chain(v6pools.iter().flatten())
-        .chain(v6pool)
-        .collect()
-}
-
-/// Why this node does not (or no longer) announce an address. [`Self::as_str`] is the
-/// `reason` of the `withdrawAddress` log line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum WithdrawReason {
-    /// The agent has no configuration.
-    NoConfig,
-    /// Another node won the election.
-    LostElection,
-    /// No node advertises a subnet holding the address.
-    NoEligibleNodes,
-    /// `externalTrafficPolicy: Local`, remote address, no healthy endpoint here.
-    NoEndpoints,
-    /// No local link holds the address and no remote pool does.
-    NoLocalInterface,
-    /// The Service is no longer of type LoadBalancer.
-    NotLoadBalancer,
-    /// The address left the Service's ingress list (e.g. dual- to single-stack).
-    RemovedFromIngress,
-    /// The Service lost the `purelb.io/allocated-by` brand.
-    NotBranded,
-    /// The Service was deleted.
-    ServiceDeleted,
-    /// The agent is shutting down.
-    Shutdown,
-}
-
-impl WithdrawReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::NoConfig => "noConfig",
-            Self::LostElection => "lostElection",
-            Self::NoEligibleNodes => "noEligibleNodes",
-            Self::NoEndpoints => "noEndpoints",
-            Self::NoLocalInterface => "noLocalInterface",
-            Self::NotLoadBalancer => "notLoadBalancer",
-            Self::RemovedFromIngress => "removedFromIngress",
-            Self::NotBranded => "notBranded",
-            Self::ServiceDeleted => "serviceDeleted",
-            Self::Shutdown => "withdrawAll",
-        }
-    }
-
-    /// Whether this node also drops its own announcing-annotation slot. It keeps it
-    /// after an election loss or when no node is eligible: the next winner overwrites
-    /// it, and clearing it would make nodes contend over the annotation.
-    pub fn releases_slot(self) -> bool {
-        !matches!(self, Self::LostElection | Self::NoEligibleNodes)
-    }
-}
-
-/// What to do with one ingress address on this node.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Decision {
-    /// Won the election: add `ip/prefix_len` to `interface` (with `AddrReplace`).
-    Local {
-        ip: IpAddr,
-        interface: String,
-        /// The mask of the node address that contains the VIP.
-        prefix_len: u8,
-        /// Local options; for IPv6 the preferred lifetime is already 0.
-        options: AddressSettings,
-        /// Add with IFA_F_NODAD (IPv6 with `purelb.io/skip-ipv6-dad: "true"`).
-        nodad: bool,
-        /// Run the GARP/NA sequence after the add.
-        garp: bool,
-    },
-    /// Add `ip/prefix_len` to the dummy link (the pool's aggregation mask).
-    Remote {
-        ip: IpAddr,
-        interface: String,
-        prefix_len: u8,
-        options: AddressSettings,
-    },
-    /// Remove the address (subject to the shared-IP rule, [`AnnouncedAddresses`]).
-    Withdraw { ip: IpAddr, reason: WithdrawReason },
-    /// The evidence is incomplete (interrupted netlink dump): change nothing now.
-    Skip { ip: IpAddr },
-    /// Cannot decide (no default route, unusable aggregation): change nothing and
-    /// requeue the Service.
-    Retry { ip: IpAddr, message: String },
-}
-
-/// What this node does with its slot in the announcing annotation for one address.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SlotAction {
-    Claim { interface: String },
-    Release,
-    Keep,
-}
-
-impl Decision {
-    pub fn ip(&self) -> IpAddr {
-        match self {
-            Self::Local { ip, .. }
-            | Self::Remote { ip, .. }
-            | Self::Withdraw { ip, .. }
-            | Self::Skip { ip }
-            | Self::Retry { ip, .. } => *ip,
-        }
-    }
-
-    /// The annotation slot change if the decision is carried out successfully.
-    ///
-    /// Choice: a remote announcement releases this node's slot (remote addresses carry
-    /// no announcing annotation; a slot left from an earlier local announcement would
-    /// otherwise stay forever).
-    pub fn slot_action(&self) -> SlotAction {
-        match self {
-            Self::Local { interface, .. } => SlotAction::Claim {
-                interface: interface.clone(),
-            },
-            Self::Remote { .. } => SlotAction::Release,
-            Self::Withdraw { reason, .. } if reason.releases_slot() => SlotAction::Release,
-            Self::Withdraw { .. } | Self::Skip { .. } | Self::Retry { .. } => SlotAction::Keep,
-        }
-    }
-
-    /// The event after the address was added: `AnnouncingLocal` / `AnnouncingNonLocal`.
-    pub fn success_event(&self, node: &str) -> Option<Event> {
-        match self {
-            Self::Local { ip, interface, .. } => Some(Event::normal(
-                event::ANNOUNCING_LOCAL,
-                format!("Node {node} announcing {ip} on interface {interface}"),
-            )),
-            Self::Remote { ip, interface, .. } => Some(Event::normal(
-                event::ANNOUNCING_NON_LOCAL,
-                format!("Announcing {ip} from node {node} interface {interface}"),
-            )),
-            _ => None,
-        }
-    }
-
-    /// The event when adding the address failed: Warning `AnnouncementFailed`.
-    pub fn failure_event(&self, node: &str, error: &str) -> Option<Event> {
-        match self {
-            Self::Local { ip, interface, .. } | Self::Remote { ip, interface, .. } => {
-                Some(announcement_failed(node, *ip, interface, error))
-            }
-            _ => None,
-        }
-    }
-}
-
-fn announcement_failed(node: &str, ip: IpAddr, interface: &str, error: &str) -> Event {
-    Event::warning(
-        event::ANNOUNCEMENT_FAILED,
-        format!("Node {node} could not announce {ip} on interface {interface}: {error}"),
-    )
-}
-
-/// This node took an address's annotation slot from another node.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SlotSteal {
-    pub ip: IpAddr,
-    pub from: String,
-    pub to: String,
-}
-
-impl SlotSteal {
-    /// Normal `AnnounceSlotSteal`; also count
-    /// `purelb_lbnodeagent_announce_slot_steal_total{from,to}`.
-    pub fn event(&self) -> Event {
-        Event::normal(
-            event::ANNOUNCE_SLOT_STEAL,
-            format!(
-                "Node {} took announcement of {} from node {}",
-                self.to, self.ip, self.from
-            ),
-        )
-    }
-}
-
-/// Annotation changes for the Service: `Some(value)` sets a key, `None` deletes it.
-/// Only keys whose value changes are listed.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AnnotationChanges {
-    pub changes: BTreeMap<String, Option<String>>,
-    pub steals: Vec<SlotSteal>,
-}
-
-impl AnnotationChanges {
-    pub fn is_empty(&self) -> bool {
-        self.changes.is_empty()
-    }
-}
 
 /// Everything the agent does for one Service on this node.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -391,61 +69,8 @@ pub struct PlanContext<'a> {
     pub interfaces: &'a NodeInterfaces,
     pub pools: &'a PoolTable,
     pub election: &'a dyn Election,
-    /// Nodes with a healthy endpoint of this Service ([`crate::endpoints::healthy_nodes`]).
+    /// Nodes with a healthy endpoint of this Service ([`crate::announce::endpoints::healthy_nodes`]).
     pub healthy_nodes: &'a BTreeSet<String>,
-}
-
-/// `namespace/name`, the `service` label and log key.
-pub fn service_key(service: &Service) -> String {
-    format!(
-        "{}/{}",
-        service.metadata.namespace.as_deref().unwrap_or_default(),
-        service.metadata.name.as_deref().unwrap_or_default()
-    )
-}
-
-pub fn is_load_balancer(service: &Service) -> bool {
-    service.spec.as_ref().and_then(|s| s.type_.as_deref()) == Some(LOAD_BALANCER)
-}
-
-fn annotation<'a>(service: &'a Service, key: &str) -> Option<&'a str> {
-    service
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(key))
-        .map(String::as_str)
-}
-
-/// Whether the allocator branded the Service (`purelb.io/allocated-by: PureLB`).
-///
-/// Choice: a Service without annotations is not branded (upstream lets a nil
-/// annotation map through, §3.1 quirk).
-pub fn is_branded(service: &Service) -> bool {
-    annotation(service, annotations::ALLOCATED_BY) == Some(annotations::BRAND)
-}
-
-/// The Service's ingress IPs, unmapped, in order, without repeats; entries without a
-/// parseable `ip` are skipped.
-pub fn ingress_ips(service: &Service) -> Vec<IpAddr> {
-    let mut ips: Vec<IpAddr> = Vec::new();
-    let ingress = service
-        .status
-        .as_ref()
-        .and_then(|s| s.load_balancer.as_ref())
-        .and_then(|lb| lb.ingress.as_ref());
-    for entry in ingress.into_iter().flatten() {
-        if let Some(ip) = entry
-            .ip
-            .as_deref()
-            .and_then(|s| s.parse::<IpAddr>().ok())
-            .map(|ip| ip.to_canonical())
-            && !ips.contains(&ip)
-        {
-            ips.push(ip);
-        }
-    }
-    ips
 }
 
 /// The addresses in `previous` that are not in `current`: what to withdraw when a
@@ -481,7 +106,7 @@ pub fn plan_service(
     previous_ingress: &[IpAddr],
     ctx: &PlanContext<'_>,
 ) -> ServicePlan {
-    let ingress = ingress_ips(service);
+    let ingress = unique_ingress_ips(service);
     if !is_load_balancer(service) {
         return plan_not_load_balancer(service, previous_ingress, &ingress);
     }
@@ -689,7 +314,7 @@ fn decide_remote(
             options: settings.dummy_address,
         },
         Err(message) => {
-            plan.events.push(announcement_failed(
+            plan.events.push(decision::announcement_failed(
                 ctx.node,
                 ip,
                 &settings.dummy_interface,
@@ -708,122 +333,14 @@ fn etp_is_local(service: &Service) -> bool {
         == Some(ETP_LOCAL)
 }
 
-/// The announcing-annotation changes for `actions` (spec §3.3): a claim replaces the
-/// address's slot with `node,interface,ip` and drops slots of addresses no longer in
-/// the ingress list of the same family; a release removes only this node's own slot.
-/// Keys whose canonical value does not change are left alone.
-pub fn announcing_annotations(
-    service: &Service,
-    node: &str,
-    actions: &[(IpAddr, SlotAction)],
-) -> AnnotationChanges {
-    let ingress = ingress_ips(service);
-    let mut result = AnnotationChanges::default();
-    for family in [IpFamily::V4, IpFamily::V6] {
-        let key = match family {
-            IpFamily::V4 => annotations::ANNOUNCING_IPV4,
-            IpFamily::V6 => annotations::ANNOUNCING_IPV6,
-        };
-        let before = Announcements::parse(annotation(service, key).unwrap_or_default());
-        let mut after = before.clone();
-        for (ip, action) in actions.iter().filter(|(ip, _)| IpFamily::of(*ip) == family) {
-            match action {
-                SlotAction::Claim { interface } => {
-                    // A name the codec refuses cannot be written; the slot stays as is.
-                    let Ok(announcer) = Announcer::new(node, interface.as_str()) else {
-                        continue;
-                    };
-                    if let Some(from) = after.claim(*ip, announcer, &ingress) {
-                        result.steals.push(SlotSteal {
-                            ip: ip.to_canonical(),
-                            from,
-                            to: node.to_owned(),
-                        });
-                    }
-                }
-                SlotAction::Release => {
-                    after.release(node, *ip);
-                }
-                SlotAction::Keep => {}
-            }
-        }
-        if after != before {
-            result.changes.insert(key.to_owned(), after.encode());
-        }
-    }
-    result
-}
-
-/// Which Services announce which addresses on this node: the reference count of the
-/// shared-IP rule (spec §5.6). Only successful adds are recorded, so a Service that
-/// lost an election never holds an address on the node.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AnnouncedAddresses {
-    by_ip: BTreeMap<IpAddr, BTreeSet<String>>,
-}
-
-/// What to do with the kernel address after a Service stops announcing it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AddressRemoval {
-    /// No other Service announces it: delete it from every link that carries it.
-    Remove,
-    /// Another Service on this node still announces it: keep it.
-    KeepShared { other: String },
-}
-
-impl AnnouncedAddresses {
-    /// Records that `service` announces `ip` (after a successful add).
-    pub fn record(&mut self, service: &str, ip: IpAddr) {
-        self.by_ip
-            .entry(ip.to_canonical())
-            .or_default()
-            .insert(service.to_owned());
-    }
-
-    /// Drops `service`'s record for `ip` and says whether the address may go.
-    pub fn withdraw(&mut self, service: &str, ip: IpAddr) -> AddressRemoval {
-        let ip = ip.to_canonical();
-        let Some(services) = self.by_ip.get_mut(&ip) else {
-            return AddressRemoval::Remove;
-        };
-        services.remove(service);
-        match services.iter().next() {
-            Some(other) => AddressRemoval::KeepShared {
-                other: other.clone(),
-            },
-            None => {
-                self.by_ip.remove(&ip);
-                AddressRemoval::Remove
-            }
-        }
-    }
-
-    pub fn is_announced(&self, service: &str, ip: IpAddr) -> bool {
-        self.by_ip
-            .get(&ip.to_canonical())
-            .is_some_and(|s| s.contains(service))
-    }
-
-    /// Every (service, address) pair, by address.
-    pub fn iter(&self) -> impl Iterator<Item = (&str, IpAddr)> {
-        self.by_ip
-            .iter()
-            .flat_map(|(ip, services)| services.iter().map(move |s| (s.as_str(), *ip)))
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.by_ip.is_empty()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{GarpSettings, InterfaceChoice};
+    use crate::node::settings::{AddressSettings, GarpSettings, InterfaceChoice};
+    use purelb_api::crd::ServiceGroup;
     use crate::event::EventType;
-    use crate::links::{InterfaceInfo, LinkAddress};
+    use crate::node::links::{InterfaceInfo, LinkAddress};
     use proptest::prelude::*;
-    use purelb_api::pool::Cidr;
     use serde_json::json;
     use std::cell::RefCell;
 
@@ -1625,64 +1142,6 @@ mod tests {
             "purelb.io/announcing-IPv4": "node-a,eth0,192.168.1.240",
         }}}));
         assert!(w.plan(&svc).annotations.is_empty());
-    }
-
-    #[test]
-    fn shared_addresses_stay_while_another_service_announces_them() {
-        let mut a = AnnouncedAddresses::default();
-        let shared = ip("192.168.1.240");
-        a.record("ns/web", shared);
-        a.record("ns/api", ip("::ffff:192.168.1.240"));
-        assert!(a.is_announced("ns/api", shared));
-        assert_eq!(
-            a.withdraw("ns/web", shared),
-            AddressRemoval::KeepShared {
-                other: "ns/api".into()
-            }
-        );
-        assert!(!a.is_announced("ns/web", shared));
-        // Withdrawing again changes nothing.
-        assert_eq!(
-            a.withdraw("ns/web", shared),
-            AddressRemoval::KeepShared {
-                other: "ns/api".into()
-            }
-        );
-        assert_eq!(a.withdraw("ns/api", shared), AddressRemoval::Remove);
-        assert!(a.is_empty());
-        // Never announced here: the kernel address (if any) can go.
-        assert_eq!(a.withdraw("ns/x", ip("10.0.0.1")), AddressRemoval::Remove);
-        a.record("ns/a", ip("10.0.0.1"));
-        a.record("ns/b", ip("10.0.0.2"));
-        assert_eq!(
-            a.iter().collect::<Vec<_>>(),
-            vec![("ns/a", ip("10.0.0.1")), ("ns/b", ip("10.0.0.2"))]
-        );
-    }
-
-    #[test]
-    fn electorate_is_an_election() {
-        let cidr = |s: &str| Cidr::parse(s).unwrap();
-        let e: Electorate = [
-            ("node-a", vec![cidr("192.168.1.0/24")]),
-            ("node-b", vec![cidr("192.168.1.0/24")]),
-            ("node-c", vec![cidr("192.168.1.0/24")]),
-        ]
-        .into_iter()
-        .collect();
-        let v4 = ip("192.168.1.1");
-        // Known hashes (see purelb_api::election): node-b wins overall.
-        assert_eq!(Election::winner(&e, v4, None).as_deref(), Some("node-b"));
-        let preferred: BTreeSet<String> = ["node-a".to_owned(), "node-c".to_owned()].into();
-        assert_eq!(
-            Election::winner(&e, v4, Some(&preferred)).as_deref(),
-            Some("node-c")
-        );
-        assert_eq!(
-            Election::winner(&e, v4, Some(&BTreeSet::new())).as_deref(),
-            Some("node-b")
-        );
-        assert_eq!(Election::winner(&e, ip("10.0.0.1"), None), None);
     }
 
     #[test]

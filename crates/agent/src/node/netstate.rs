@@ -12,7 +12,7 @@ use purelb_api::pool::IpFamily;
 use rtnetlink::AddressMessageBuilder;
 
 use crate::kernel::{self, Address, Kernel, KernelError, Link};
-use crate::links::{AddressFlags, InterfaceInfo, LinkAddress, NodeInterfaces};
+use crate::node::links::{AddressFlags, InterfaceInfo, LinkAddress, NodeInterfaces};
 
 /// One read of the node's links, addresses and default routes.
 #[derive(Debug, Clone, Default)]

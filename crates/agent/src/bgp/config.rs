@@ -31,7 +31,7 @@ use purelb_bgp::policy::{
 use purelb_bgp::speaker::{BGP_PORT, DynamicNeighbors, NeighborConfig, SpeakerConfig};
 use purelb_bgp::wire::AfiSafi;
 
-use crate::label_selector::Selector;
+use crate::parse::label_selector::Selector;
 
 /// The default `routerIDPool`.
 pub const DEFAULT_ROUTER_ID_POOL: &str = "10.255.0.0/16";
