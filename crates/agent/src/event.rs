@@ -1,4 +1,4 @@
-//! Kubernetes Events the agent emits (spec §8), as values: the controller posts them
+//! Kubernetes Events the agent emits, as values: the controller posts them
 //! with component [`COMPONENT`] through `purelb_kube_edge::events::EventSink`.
 
 /// Event reasons on Services.

@@ -1,4 +1,4 @@
-//! The node agent's Prometheus metrics (spec §7): PureLB's names and labels, so
+//! The node agent's Prometheus metrics: PureLB's names and labels, so
 //! dashboards, alerts and the e2e suite keep working. prometheus-client appends
 //! `_total` to counters.
 

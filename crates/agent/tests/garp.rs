@@ -3,8 +3,8 @@
 //! (skipped without it, failing under CI=true).
 
 use anyhow::{Context, Result};
-use purelb_agent::kernel::garp::{ALL_NODES, icmpv6_checksum, send_garp, send_unsolicited_na};
 use purelb_agent::kernel::Kernel;
+use purelb_agent::kernel::garp::{ALL_NODES, icmpv6_checksum, send_garp, send_unsolicited_na};
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 use testbed::netlab::{Lab, LinkSpec, Ns, capture, collect, require_root};

@@ -4,10 +4,10 @@
 
 use anyhow::{Context, Result};
 use purelb_agent::bgp::config::{ExportRule, ExportSettings};
-use purelb_agent::kernel::Kernel;
 use purelb_agent::bgp::export::{
     ExportAction, ExportReport, KernelRoute, NetlinkExporter, RTPROT_BGP, plan_export,
 };
+use purelb_agent::kernel::Kernel;
 use purelb_bgp::driver::ReceivedRoute;
 use purelb_bgp::wire::{AsPath, Ipv4Prefix, Ipv6Prefix, Prefix};
 use serde_json::Value;

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 /// Which Services announce which addresses on this node: the reference count of the
-/// shared-IP rule (spec §5.6). Only successful adds are recorded, so a Service that
+/// shared-IP rule. Only successful adds are recorded, so a Service that
 /// lost an election never holds an address on the node.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AnnouncedAddresses {
@@ -65,7 +65,6 @@ impl AnnouncedAddresses {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,5 +105,4 @@ mod tests {
             vec![("ns/a", ip("10.0.0.1")), ("ns/b", ip("10.0.0.2"))]
         );
     }
-
 }

@@ -1,4 +1,4 @@
-//! Carries out the per-Service [`Decision`]s on the kernel (spec §5.4–§5.6, §5.9):
+//! Carries out the per-Service [`Decision`]s on the kernel:
 //! adds local VIPs (with lifetimes, flags and the protocol marker) on the winner's
 //! NIC and remote VIPs on the dummy link, renews finite lifetimes, sends GARP /
 //! unsolicited NA, withdraws, and adopts what an earlier run of the agent left.
@@ -22,13 +22,14 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-pub use super::garp::GarpJob;
 use super::announced::{AddressRemoval, AnnouncedAddresses};
+pub use super::garp::GarpJob;
+pub use super::outcome::Applied;
 use super::plan::{Decision, WithdrawReason};
 use crate::kernel::{Address, AddressOptions, Kernel};
 use crate::metrics::Metrics;
 use crate::node::election::View;
-use crate::node::netstate::{self, NetSnapshot};
+use crate::node::netstate::NetSnapshot;
 use crate::node::settings::AddressSettings;
 
 /// Where an address goes.
@@ -56,24 +57,6 @@ impl Held {
     fn same_placement(&self, ifindex: u32, prefix_len: u8, options: &AddressOptions) -> bool {
         self.ifindex == ifindex && self.prefix_len == prefix_len && self.options == *options
     }
-}
-
-/// What applying one decision did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Applied {
-    /// The address was added (or moved) here: post the success event, GARP ran.
-    Added,
-    /// Already held as decided; nothing changed.
-    Unchanged,
-    /// Not added: this node is not (or no longer) healthy.
-    NotHealthy,
-    /// The kernel refused; the message is for `AnnouncementFailed`.
-    Failed(String),
-    /// A withdrawal: how many kernel addresses were removed (0: none held, or
-    /// another Service still announces it).
-    Withdrawn { removed: usize, shared: bool },
-    /// Skip / Retry: nothing done.
-    Nothing,
 }
 
 pub struct Announcer {
@@ -142,7 +125,11 @@ impl Announcer {
     pub async fn remove_unclaimed(&mut self) {
         for (ip, addresses) in std::mem::take(&mut self.adopted) {
             for a in addresses {
-                match netstate::delete_exact(&self.kernel, a.ifindex, a.ip, a.prefix_len).await {
+                match self
+                    .kernel
+                    .remove_exact_address(a.ifindex, a.ip, a.prefix_len)
+                    .await
+                {
                     Ok(removed) => {
                         self.metrics.address_withdrawals.inc();
                         tracing::info!(op = "withdrawAddress", ip = %ip, interface = a.ifname.as_deref().unwrap_or_default(),
@@ -300,7 +287,11 @@ impl Announcer {
 
     async fn delete_placement(&mut self, ip: IpAddr, ifindex: u32, prefix_len: u8) -> bool {
         self.metrics.address_withdrawals.inc();
-        match netstate::delete_exact(&self.kernel, ifindex, ip, prefix_len).await {
+        match self
+            .kernel
+            .remove_exact_address(ifindex, ip, prefix_len)
+            .await
+        {
             Ok(removed) => removed,
             Err(error) => {
                 tracing::warn!(op = "withdrawAddress", ip = %ip, %error, "removing an address failed");
@@ -309,7 +300,7 @@ impl Announcer {
         }
     }
 
-    /// Withdraw(service, ip, reason) of §5.6: drop the record; remove the address
+    /// Withdraws `ip` for `service`: drop the record; remove the address
     /// unless another Service on this node still announces it.
     pub async fn withdraw(&mut self, service: &str, ip: IpAddr, reason: WithdrawReason) -> Applied {
         let was_announced = self.announced.is_announced(service, ip);
@@ -431,7 +422,7 @@ impl Announcer {
             let Some(held) = self.held.get_mut(&ip) else {
                 continue;
             };
-            // Rescheduled even on error (spec §5.6).
+            // Rescheduled even on error, as upstream does.
             held.renew_at = held.renew_every.map(|d| now + d);
             if held.kind == Kind::Local && !self.view.borrow().healthy {
                 continue;

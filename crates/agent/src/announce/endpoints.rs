@@ -1,5 +1,5 @@
-//! Which nodes host a healthy endpoint of a Service, from its EndpointSlices
-//! (spec §5.5 step 1, §5.8 node affinity).
+//! Which nodes host a healthy endpoint of a Service, from its EndpointSlices (for
+//! `externalTrafficPolicy: Local` on remote addresses, and for election node affinity).
 //!
 //! An endpoint is healthy when it is Ready or Serving (Serving keeps terminating pods
 //! in, so a VIP does not vanish mid-drain). Slices may split one endpoint by port, so

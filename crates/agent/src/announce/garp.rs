@@ -13,7 +13,7 @@ use crate::metrics::Metrics;
 use crate::node::election::View;
 use crate::node::settings::GarpSettings;
 
-/// A GARP / unsolicited NA sequence to run after a local add (spec §5.9).
+/// A GARP / unsolicited NA sequence to run after a local add.
 #[derive(Debug, Clone)]
 pub struct GarpJob {
     pub settings: GarpSettings,
@@ -72,4 +72,3 @@ impl GarpJob {
         }
     }
 }
-

@@ -6,4 +6,5 @@ pub mod announcer;
 pub mod controller;
 pub mod endpoints;
 pub mod garp;
+pub mod outcome;
 pub mod plan;

@@ -1,4 +1,4 @@
-//! BGPConfiguration → the embedded speaker's configuration, for one node (spec §2.3, §6.2, §6.3).
+//! BGPConfiguration → the embedded speaker's configuration, for one node.
 //!
 //! Pure: [`map_config`] takes the BGPConfiguration, the node's facts and the Secrets it may
 //! reference, and returns the [`SpeakerConfig`] plus everything the status needs (router-ID
@@ -850,7 +850,7 @@ fn export_policy(
     }))
 }
 
-/// Spec §6.3: explicit, template, the node's first InternalIP IPv4, or a hash of the node name
+/// Router ID: explicit, template, the node's first InternalIP IPv4, or a hash of the node name
 /// inside `routerIDPool`.
 pub fn resolve_router_id(
     spec: &BGPConfigurationSpec,

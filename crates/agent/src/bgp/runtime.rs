@@ -35,13 +35,13 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use crate::bgp::config::{ImportSettings, MapError, MappedConfig, NodeFacts, Secrets, map_config};
+use crate::bgp::export::{ExportReport, NetlinkExporter, plan_export};
 use crate::bgp::status::{
     ConfigOutcome, ImportInterface, ImportState, NodeStatusInput, changed, config_status,
     node_status, shutdown_status,
 };
 use crate::event::Event;
 use crate::kernel::{AddressWatcher, Kernel, OperState, glob_match};
-use crate::bgp::export::{ExportReport, NetlinkExporter, plan_export};
 
 /// The field manager of every write this module makes.
 pub const FIELD_MANAGER: &str = "purelb-lbnodeagent";

@@ -1,4 +1,4 @@
-//! What the node's BGPNodeStatus and the BGPConfiguration status say (spec §2.3 status, §2.4),
+//! What the node's BGPNodeStatus and the BGPConfiguration status say,
 //! built from the speaker's state as plain values.
 
 use std::net::IpAddr;
@@ -18,7 +18,7 @@ use purelb_bgp::wire::Prefix;
 
 use crate::bgp::config::{MapError, MappedConfig};
 
-/// Caps on the lists in BGPNodeStatus (spec §2.4).
+/// Caps on the lists in BGPNodeStatus.
 pub const MAX_IMPORTED: usize = 500;
 pub const MAX_LOCAL_ROUTES: usize = 500;
 pub const MAX_RECEIVED_ROUTES: usize = 100;
@@ -420,7 +420,7 @@ pub fn changed(a: &BGPNodeStatusStatus, b: &BGPNodeStatusStatus) -> bool {
 }
 
 /// A random-free jitter in [0, heartbeat/4) derived from the node name, so nodes do not write in
-/// step (spec §6.6).
+/// step.
 pub fn jitter(node: &str, heartbeat: Duration) -> Duration {
     let h = node
         .bytes()

@@ -1,6 +1,6 @@
 //! The PureLB node agent: elects, per address, the node that announces a local VIP,
 //! puts VIPs on NICs and on the dummy interface, and keeps the announcing
-//! annotations. Flags and environment as PureLB's (spec §1.2).
+//! annotations. Flags and environment as PureLB's.
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
@@ -9,13 +9,13 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use purelb_agent::bgp::runtime::{self as bgp_runtime, BgpOptions};
 use purelb_agent::announce::controller::{Controller, Settings};
-use purelb_agent::node::election::Timing;
+use purelb_agent::bgp::runtime::{self as bgp_runtime, BgpOptions};
 use purelb_agent::event::COMPONENT;
-use purelb_agent::parse::go_duration::parse_go_duration;
 use purelb_agent::kernel::Kernel;
 use purelb_agent::metrics::Metrics;
+use purelb_agent::node::election::Timing;
+use purelb_agent::parse::go_duration::parse_go_duration;
 use purelb_kube_edge::events::EventSink;
 use purelb_kube_edge::http::{self, Health};
 use purelb_kube_edge::setup;

@@ -170,7 +170,7 @@ impl Address {
     }
 }
 
-/// The subnets PureLB advertises for a link (spec §5.8): every IPv4
+/// The subnets PureLB advertises for a link: every IPv4
 /// address, and IPv6 addresses that are neither DADFAILED, DEPRECATED,
 /// TENTATIVE nor link-local, as networks, deduplicated and sorted.
 pub fn subnets_of<'a>(addresses: impl IntoIterator<Item = &'a Address>) -> Vec<Cidr> {
@@ -222,6 +222,39 @@ fn check_prefix(ip: IpAddr, prefix_len: u8) -> Result<(), KernelError> {
 }
 
 impl Kernel {
+    /// Deletes `ip/prefix_len` from link `ifindex` only. `Ok(false)` when it was not
+    /// there (already gone, or the link vanished).
+    pub async fn remove_exact_address(
+        &self,
+        ifindex: u32,
+        ip: IpAddr,
+        prefix_len: u8,
+    ) -> Result<bool, KernelError> {
+        let msg = match ip {
+            IpAddr::V4(v4) => AddressMessageBuilder::<Ipv4Addr>::new()
+                .index(ifindex)
+                .address(v4, prefix_len)
+                .build(),
+            IpAddr::V6(v6) => AddressMessageBuilder::<Ipv6Addr>::new()
+                .index(ifindex)
+                .address(v6, prefix_len)
+                .build(),
+        };
+        match self.handle().address().del(msg).execute().await {
+            Ok(()) => Ok(true),
+            Err(e) => {
+                let e = KernelError::from_rtnl(
+                    format!("removing {ip}/{prefix_len} from link {ifindex}"),
+                    e,
+                );
+                match e.raw_os_error() {
+                    Some(libc::EADDRNOTAVAIL | libc::ENODEV | libc::ENOENT) => Ok(false),
+                    _ => Err(e),
+                }
+            }
+        }
+    }
+
     /// Adds `ip/prefix_len` to link `ifindex`, or updates it when the link
     /// already has it (`NLM_F_REPLACE`, like Go's `netlink.AddrReplace`):
     /// lifetimes restart, flags and the protocol marker are set again.

@@ -1,4 +1,4 @@
-//! Gratuitous ARP and unsolicited IPv6 Neighbor Advertisements (spec §5.9):
+//! Gratuitous ARP and unsolicited IPv6 Neighbor Advertisements:
 //! after a local VIP moves to this node, tell the LAN which MAC now owns it.
 //!
 //! IPv4: one "GARP" is an ARP request and an ARP reply, both broadcast, with
@@ -86,7 +86,7 @@ pub fn arp_frame(op: u16, mac: [u8; 6], ip: Ipv4Addr) -> Vec<u8> {
 }
 
 /// The ICMPv6 message of an unsolicited Neighbor Advertisement for `ip`
-/// owned by `mac` (RFC 4861 §4.4, §7.2.6): Override set, Router and
+/// owned by `mac` (RFC 4861 sections 4.4 and 7.2.6): Override set, Router and
 /// Solicited clear, one target link-layer address option. The checksum
 /// field is zero: it depends on the source address, which the kernel picks
 /// and checksums (see [`icmpv6_checksum`] to compute it yourself).
@@ -104,7 +104,7 @@ pub fn neighbor_advertisement(mac: [u8; 6], ip: Ipv6Addr) -> Vec<u8> {
     m
 }
 
-/// The ICMPv6 checksum (RFC 4443 §2.3) of `msg` sent from `src` to `dst`,
+/// The ICMPv6 checksum (RFC 4443 section 2.3) of `msg` sent from `src` to `dst`,
 /// computed with `msg`'s checksum field taken as zero.
 pub fn icmpv6_checksum(src: Ipv6Addr, dst: Ipv6Addr, msg: &[u8]) -> u16 {
     let mut sum: u64 = 0;

@@ -17,18 +17,23 @@
 //! `kube-lb0` import).
 
 mod addr;
+mod address_deltas;
 mod events;
+pub mod garp;
 mod glob;
+mod kernel_route;
 mod link;
 mod route;
-pub mod garp;
-mod address_deltas;
 
 pub use addr::{Address, AddressOptions, PURELB_ADDR_PROTO, flags, subnets_of};
+pub use address_deltas::{AddressDelta, AddressWatcher, WatchedAddress};
 pub use events::{EventGroups, EventStream, KernelEvent, RouteChange};
 pub use glob::glob_match;
+pub use kernel_route::{
+    IPV6_DEFAULT_METRIC, KernelRoute, RouteKey, TABLE_DEFAULT, TABLE_LOCAL, TABLE_MAIN,
+    effective_metric, normalize_table, table_name,
+};
 pub use link::{Link, OperState};
-pub use address_deltas::{AddressDelta, AddressWatcher, WatchedAddress};
 
 use futures::StreamExt;
 use rtnetlink::packet_core::{

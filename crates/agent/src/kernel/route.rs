@@ -186,7 +186,7 @@ mod tests {
 // Routes the agent installs itself (netlinkExport), see `crate::bgp::export`.
 // ---------------------------------------------------------------------------
 
-use crate::bgp::export::KernelRoute;
+use super::KernelRoute;
 use rtnetlink::packet_core::{NLM_F_CREATE, NLM_F_REPLACE};
 use rtnetlink::packet_route::route::{RouteNextHop, RouteProtocol, RouteScope};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};

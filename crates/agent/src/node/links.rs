@@ -1,6 +1,6 @@
 //! The node's links and addresses as plain values, and the two questions asked of
-//! them: which link a VIP is local to (spec §5.3) and which subnets the node's
-//! election lease advertises (spec §5.8). The kernel layer fills [`NodeInterfaces`].
+//! them: which link a VIP is local to and which subnets the node's election lease
+//! advertises. The kernel layer fills [`NodeInterfaces`].
 //!
 //! Both questions use the same links and the same address filter, so a node never
 //! advertises a subnet it would not announce on (and vice versa).
@@ -158,7 +158,7 @@ pub enum LocalLookup {
     NoDefaultRoute(IpFamily),
 }
 
-/// Finds the link `ip` is local to (spec §5.3).
+/// Finds the link `ip` is local to.
 ///
 /// Default mode: the family's default-route link. Regex mode: every link except the
 /// dummy and loopback whose name the regex matches, sorted by name. Then the extra

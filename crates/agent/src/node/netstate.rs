@@ -1,15 +1,11 @@
 //! The node's network state read through the kernel layer, turned into the plain
-//! values the pure modules take ([`NodeInterfaces`]), plus the one address call the
-//! kernel layer does not offer: deleting one exact address.
+//! values the pure modules take ([`NodeInterfaces`]).
 //!
 //! Addresses carrying the agent's protocol marker (its own VIPs) are left out of
 //! [`NodeInterfaces`]: a VIP must never vouch for its own subnet, neither for the
 //! local-interface search nor for the lease.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-
 use purelb_api::pool::IpFamily;
-use rtnetlink::AddressMessageBuilder;
 
 use crate::kernel::{self, Address, Kernel, KernelError, Link};
 use crate::node::links::{AddressFlags, InterfaceInfo, LinkAddress, NodeInterfaces};
@@ -76,38 +72,5 @@ fn link_address(a: &Address) -> LinkAddress {
             deprecated: a.has_flag(kernel::flags::DEPRECATED),
             dad_failed: a.has_flag(kernel::flags::DADFAILED),
         },
-    }
-}
-
-/// Deletes `ip/prefix_len` from link `ifindex` only. `Ok(false)` when it was not
-/// there (already gone, or the link vanished).
-pub async fn delete_exact(
-    kernel: &Kernel,
-    ifindex: u32,
-    ip: IpAddr,
-    prefix_len: u8,
-) -> Result<bool, KernelError> {
-    let msg = match ip {
-        IpAddr::V4(v4) => AddressMessageBuilder::<Ipv4Addr>::new()
-            .index(ifindex)
-            .address(v4, prefix_len)
-            .build(),
-        IpAddr::V6(v6) => AddressMessageBuilder::<Ipv6Addr>::new()
-            .index(ifindex)
-            .address(v6, prefix_len)
-            .build(),
-    };
-    match kernel.handle().address().del(msg).execute().await {
-        Ok(()) => Ok(true),
-        Err(e) => {
-            let e = KernelError::from_rtnl(
-                format!("removing {ip}/{prefix_len} from link {ifindex}"),
-                e,
-            );
-            match e.raw_os_error() {
-                Some(libc::EADDRNOTAVAIL | libc::ENODEV | libc::ENOENT) => Ok(false),
-                _ => Err(e),
-            }
-        }
     }
 }

@@ -503,7 +503,6 @@ mod tests {
         assert_eq!(s.ignored.len(), 1);
     }
 
-
     #[test]
     fn selector_state_names() {
         let names: Vec<&str> = SelectorState::ALL.iter().map(|s| s.as_str()).collect();

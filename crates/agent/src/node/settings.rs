@@ -34,7 +34,7 @@ impl PartialEq for InterfaceChoice {
 
 impl Eq for InterfaceChoice {}
 
-/// Gratuitous ARP / unsolicited NA after a local address is added (spec §5.9).
+/// Gratuitous ARP / unsolicited NA after a local address is added.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GarpSettings {
     pub initial_delay: Duration,
@@ -84,8 +84,8 @@ impl AddressSettings {
         self.valid_lifetime == 0
     }
 
-    /// How often a finite-lifetime address is re-added: `max(valid/2, 30 s)`
-    /// (spec §5.6); `None` for a permanent address.
+    /// How often a finite-lifetime address is re-added: `max(valid/2, 30 s)`;
+    /// `None` for a permanent address.
     pub fn renewal_interval(&self) -> Option<Duration> {
         (!self.is_permanent()).then(|| {
             Duration::from_secs(u64::from(self.valid_lifetime / 2)).max(Duration::from_secs(30))

@@ -28,7 +28,7 @@ enum Requirement {
 }
 
 /// Whether a `nodeSelector` selects every node: absent, or with neither
-/// `matchLabels` nor `matchExpressions` entries (spec §2.2).
+/// `matchLabels` nor `matchExpressions` entries.
 pub fn is_catch_all(selector: Option<&LabelSelector>) -> bool {
     selector.is_none_or(|s| {
         s.match_labels.as_ref().is_none_or(BTreeMap::is_empty)

@@ -48,8 +48,7 @@ impl AnnotationChanges {
     }
 }
 
-
-/// The announcing-annotation changes for `actions` (spec §3.3): a claim replaces the
+/// The announcing-annotation changes for `actions`: a claim replaces the
 /// address's slot with `node,interface,ip` and drops slots of addresses no longer in
 /// the ingress list of the same family; a release removes only this node's own slot.
 /// Keys whose canonical value does not change are left alone.

@@ -1,4 +1,4 @@
-//! The per-Service announcement decision (spec §5.1, §5.3–§5.5) as a pure function.
+//! The per-Service announcement decision as a pure function.
 //!
 //! [`plan_service`] takes the Service, this node's settings, links, pools, an election
 //! oracle and the nodes with healthy endpoints, and returns a [`ServicePlan`]: one
@@ -76,7 +76,7 @@ pub struct PlanContext<'a> {
 /// The addresses in `previous` that are not in `current`: what to withdraw when a
 /// Service's ingress shrinks.
 ///
-/// Choice: fixes the §5.7 gap — upstream overwrites its record and never withdraws an
+/// Choice: fixes a gap in PureLB — upstream overwrites its record and never withdraws an
 /// address that left a live Service's ingress (and keeps renewing it).
 pub fn removed_ingress(previous: &[IpAddr], current: &[IpAddr]) -> Vec<IpAddr> {
     let current: BTreeSet<IpAddr> = current.iter().map(|ip| ip.to_canonical()).collect();
@@ -138,8 +138,8 @@ pub fn plan_service(
     plan
 }
 
-/// §5.1 step 1: withdraw everything and, if branded, delete the agent-owned
-/// annotations.
+/// A Service that is not a LoadBalancer: withdraw everything and, if branded, delete
+/// the agent-owned annotations.
 fn plan_not_load_balancer(
     service: &Service,
     previous_ingress: &[IpAddr],
@@ -169,7 +169,8 @@ fn plan_not_load_balancer(
     }
 }
 
-/// §5.3: local link first, then remote pools, then uncertainty, then withdraw.
+/// How to announce one address: local link first, then remote pools, then uncertainty,
+/// then withdraw.
 fn decide(
     service: &Service,
     ip: IpAddr,
@@ -223,7 +224,7 @@ fn remote_prefix_len(
     external.then(|| Ok(IpFamily::of(ip).bits()))
 }
 
-/// §5.4.
+/// Announces `ip` on its local link if this node wins its election, else withdraws it.
 ///
 /// Choice: only the election winner rewrites `externalTrafficPolicy` and posts
 /// `LocalOverride` (once per Service, not per address and not from every node), and
@@ -291,7 +292,8 @@ fn decide_local(
     }
 }
 
-/// §5.5.
+/// Announces `ip` on the dummy link, unless `externalTrafficPolicy` is `Local` and this
+/// node has no healthy endpoint.
 fn decide_remote(
     service: &Service,
     ip: IpAddr,
@@ -336,11 +338,11 @@ fn etp_is_local(service: &Service) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::node::settings::{AddressSettings, GarpSettings, InterfaceChoice};
-    use purelb_api::crd::ServiceGroup;
     use crate::event::EventType;
     use crate::node::links::{InterfaceInfo, LinkAddress};
+    use crate::node::settings::{AddressSettings, GarpSettings, InterfaceChoice};
     use proptest::prelude::*;
+    use purelb_api::crd::ServiceGroup;
     use serde_json::json;
     use std::cell::RefCell;
 

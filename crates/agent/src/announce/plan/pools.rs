@@ -36,8 +36,8 @@ pub struct PoolTable {
 
 impl PoolTable {
     /// Choice: `external` groups with `announce: remote` are remembered, so their
-    /// addresses go on the dummy link like any remote pool's (upstream ignores them,
-    /// §5.3 quirk): that is what the user configured.
+    /// addresses go on the dummy link like any remote pool's (PureLB's agent ignores
+    /// them): that is what the user configured.
     pub fn from_groups<'a>(groups: impl IntoIterator<Item = &'a ServiceGroup>) -> Self {
         let mut groups: Vec<&ServiceGroup> = groups.into_iter().collect();
         groups.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));

@@ -1,5 +1,5 @@
 //! `netlinkExport`: routes received over BGP, installed into kernel routing tables
-//! (spec §2.3 `netlinkExport`, §2.4 BGPNodeStatus `netlinkExport`).
+//! (the BGPConfiguration setting, and its report in BGPNodeStatus).
 //!
 //! Two halves:
 //! - **Pure**: [`plan_export`] (and its shorthand [`desired_routes`]) turns the `netlinkExport`
@@ -60,141 +60,10 @@ use purelb_bgp::driver::ReceivedRoute;
 use purelb_bgp::wire::{AsPath, AsSegmentType, Prefix};
 
 use crate::bgp::config::{ExportRule, ExportSettings};
-use crate::kernel::{Kernel, KernelError};
+use crate::kernel::{KernelRoute, RouteKey, TABLE_MAIN, effective_metric, normalize_table};
 
 /// `RTPROT_BGP`, the default route protocol.
 pub const RTPROT_BGP: u8 = 186;
-/// `RT_TABLE_MAIN`.
-pub const TABLE_MAIN: u32 = 254;
-/// `RT_TABLE_DEFAULT`.
-pub const TABLE_DEFAULT: u32 = 253;
-/// `RT_TABLE_LOCAL`.
-pub const TABLE_LOCAL: u32 = 255;
-/// What the kernel makes of an IPv6 route metric of 0 (`IP6_RT_PRIO_USER`).
-pub const IPV6_DEFAULT_METRIC: u32 = 1024;
-
-/// Route protocols the exporter refuses: deleting "our" routes by one of these would delete
-/// the system's own (unspec, redirect, kernel, boot, static).
-pub const RESERVED_PROTOCOLS: [u8; 5] = [0, 1, 2, 3, 4];
-
-/// One kernel route the exporter installs or found.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct KernelRoute {
-    /// The network address (host bits clear).
-    pub prefix: IpAddr,
-    pub prefix_len: u8,
-    /// Next hops, sorted and without duplicates; more than one is an ECMP multipath route.
-    /// Empty only for a gateway-less route found in the kernel (never installed by us).
-    pub gateways: Vec<IpAddr>,
-    /// Routing table; 0 and 254 are main.
-    pub table: u32,
-    pub metric: u32,
-    pub protocol: u8,
-}
-
-/// What identifies a route for the exporter: one route per prefix per table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct RouteKey {
-    pub prefix: IpAddr,
-    pub prefix_len: u8,
-    /// Normalised: main is 254.
-    pub table: u32,
-}
-
-impl KernelRoute {
-    /// A single-next-hop route.
-    pub fn new(
-        prefix: IpAddr,
-        prefix_len: u8,
-        gateway: IpAddr,
-        table: u32,
-        metric: u32,
-        protocol: u8,
-    ) -> Self {
-        Self {
-            prefix,
-            prefix_len,
-            gateways: vec![gateway],
-            table,
-            metric,
-            protocol,
-        }
-    }
-
-    /// The table with 0 read as main (254).
-    pub fn table_id(&self) -> u32 {
-        normalize_table(self.table)
-    }
-
-    /// The metric the kernel keeps (IPv6 0 is 1024).
-    pub fn effective_metric(&self) -> u32 {
-        effective_metric(self.prefix, self.metric)
-    }
-
-    pub fn key(&self) -> RouteKey {
-        RouteKey {
-            prefix: self.prefix,
-            prefix_len: self.prefix_len,
-            table: self.table_id(),
-        }
-    }
-
-    /// `203.0.113.0/24`, `2001:db8::/32` (the status's `prefix`).
-    pub fn cidr(&self) -> String {
-        format!("{}/{}", self.prefix, self.prefix_len)
-    }
-
-    /// `main`, `default`, `local` or the number (the status's `table`).
-    pub fn table_name(&self) -> String {
-        table_name(self.table)
-    }
-
-    /// Same table (normalised), metric (effective), protocol and next-hop set.
-    pub fn same_as(&self, other: &KernelRoute) -> bool {
-        self.key() == other.key()
-            && self.effective_metric() == other.effective_metric()
-            && self.protocol == other.protocol
-            && sorted(&self.gateways) == sorted(&other.gateways)
-    }
-
-    fn normalized(mut self) -> Self {
-        self.table = self.table_id();
-        self.gateways.sort();
-        self.gateways.dedup();
-        self
-    }
-}
-
-fn sorted(v: &[IpAddr]) -> Vec<IpAddr> {
-    let mut v = v.to_vec();
-    v.sort();
-    v.dedup();
-    v
-}
-
-/// 0 (what a rule's `tableId` defaults to) is main.
-pub fn normalize_table(table: u32) -> u32 {
-    if table == 0 { TABLE_MAIN } else { table }
-}
-
-fn effective_metric(prefix: IpAddr, metric: u32) -> u32 {
-    if prefix.is_ipv6() && metric == 0 {
-        IPV6_DEFAULT_METRIC
-    } else {
-        metric
-    }
-}
-
-/// The status's table name: `main` (0 or 254), `default` (253), `local` (255), else the id.
-pub fn table_name(table: u32) -> String {
-    match normalize_table(table) {
-        TABLE_MAIN => "main".to_owned(),
-        TABLE_DEFAULT => "default".to_owned(),
-        TABLE_LOCAL => "local".to_owned(),
-        other => other.to_string(),
-    }
-}
-
 /// What happened to one route in a sync.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExportAction {
@@ -221,7 +90,7 @@ pub struct ExportResult {
 }
 
 impl ExportResult {
-    fn ok(route: KernelRoute, action: ExportAction) -> Self {
+    pub(super) fn ok(route: KernelRoute, action: ExportAction) -> Self {
         Self {
             route,
             installed: true,
@@ -230,7 +99,7 @@ impl ExportResult {
         }
     }
 
-    fn not(route: KernelRoute, action: ExportAction, reason: String) -> Self {
+    pub(super) fn not(route: KernelRoute, action: ExportAction, reason: String) -> Self {
         Self {
             route,
             installed: false,
@@ -263,7 +132,7 @@ impl ExportReport {
         self.errors.is_empty() && self.routes.iter().all(|r| r.installed)
     }
 
-    fn sort(&mut self) {
+    pub(super) fn sort(&mut self) {
         self.routes.sort_by_key(|r| r.route.key());
     }
 }
@@ -296,7 +165,8 @@ pub fn rule_matches(rule: &ExportRule, route: &ReceivedRoute) -> bool {
         })
 }
 
-/// AS_PATH length as in RFC 4271 §9.1.2.2: an AS_SET counts one, confederation segments none.
+/// AS_PATH length as in RFC 4271 section 9.1.2.2: an AS_SET counts one, confederation
+/// segments none.
 pub fn as_path_len(path: &AsPath) -> usize {
     path.segments
         .iter()
@@ -525,242 +395,10 @@ impl NextHopFilter {
     }
 }
 
-/// A route protocol the exporter cannot safely own.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "route protocol {0} is reserved for the system's own routes (0-4); the exporter deletes \
-     routes by protocol, so it needs its own (default 186)"
-)]
-pub struct ReservedProtocol(pub u8);
-
-/// Keeps the kernel's routes with the exporter's protocol equal to a desired set.
-#[derive(Debug)]
-pub struct NetlinkExporter {
-    kernel: Kernel,
-    protocol: u8,
-    /// Protocols used before a [`NetlinkExporter::set_protocol`] whose routes are not all gone.
-    retired: BTreeSet<u8>,
-    /// Managed tables (normalised).
-    tables: BTreeSet<u32>,
-}
-
-fn is_absent(e: &KernelError) -> bool {
-    matches!(e.raw_os_error(), Some(libc::ESRCH) | Some(libc::ENOENT))
-}
-
-impl NetlinkExporter {
-    /// An exporter owning routes with `protocol`, managing no table yet.
-    pub fn new(kernel: Kernel, protocol: u8) -> Result<Self, ReservedProtocol> {
-        if RESERVED_PROTOCOLS.contains(&protocol) {
-            return Err(ReservedProtocol(protocol));
-        }
-        Ok(Self {
-            kernel,
-            protocol,
-            retired: BTreeSet::new(),
-            tables: BTreeSet::new(),
-        })
-    }
-
-    pub fn protocol(&self) -> u8 {
-        self.protocol
-    }
-
-    /// Switches protocol; the old one's routes (in managed tables) are removed by the next
-    /// [`sync`](Self::sync) or [`clear`](Self::clear).
-    pub fn set_protocol(&mut self, protocol: u8) -> Result<(), ReservedProtocol> {
-        if RESERVED_PROTOCOLS.contains(&protocol) {
-            return Err(ReservedProtocol(protocol));
-        }
-        if protocol != self.protocol {
-            self.retired.insert(self.protocol);
-            self.retired.remove(&protocol);
-            self.protocol = protocol;
-        }
-        Ok(())
-    }
-
-    /// Adds tables (0 = main) whose routes with our protocol this exporter owns.
-    pub fn manage_tables(&mut self, tables: impl IntoIterator<Item = u32>) {
-        self.tables.extend(tables.into_iter().map(normalize_table));
-    }
-
-    /// The managed tables (normalised).
-    pub fn managed_tables(&self) -> &BTreeSet<u32> {
-        &self.tables
-    }
-
-    /// A snapshot of the kernel's connected routes and local addresses, for
-    /// [`plan_export`]'s `next_hop_ok` (`|nh, t| filter.check(nh, t)`).
-    pub async fn next_hop_filter(&self) -> Result<NextHopFilter, KernelError> {
-        let (connected, local) = self.kernel.on_link_prefixes().await?;
-        Ok(NextHopFilter::new(connected, local))
-    }
-
-    /// Routes of ours (owned protocol, managed table, with a gateway), by key.
-    async fn ours(&self, report: &mut ExportReport) -> BTreeMap<RouteKey, Vec<KernelRoute>> {
-        let mut out: BTreeMap<RouteKey, Vec<KernelRoute>> = BTreeMap::new();
-        let protocols = std::iter::once(self.protocol).chain(self.retired.iter().copied());
-        for p in protocols {
-            match self.kernel.routes_with_protocol(p).await {
-                Ok(routes) => {
-                    for r in routes {
-                        if !r.gateways.is_empty() && self.tables.contains(&r.table_id()) {
-                            out.entry(r.key()).or_default().push(r);
-                        }
-                    }
-                }
-                Err(e) => report
-                    .errors
-                    .push(format!("listing routes with protocol {p}: {e}")),
-            }
-        }
-        out
-    }
-
-    async fn remove(
-        &self,
-        route: &KernelRoute,
-        report: &mut ExportReport,
-        failed: &mut BTreeSet<u8>,
-    ) {
-        match self.kernel.delete_route(route).await {
-            Ok(()) => {
-                tracing::info!(op = "netlinkExport", prefix = %route.cidr(), table = %route.table_name(),
-                    metric = route.metric, protocol = route.protocol, "removed route");
-                report.removed.push(route.clone());
-            }
-            Err(e) if is_absent(&e) => report.removed.push(route.clone()),
-            Err(e) => {
-                tracing::warn!(op = "netlinkExport", prefix = %route.cidr(), table = %route.table_name(),
-                    error = %e, "removing a route failed");
-                failed.insert(route.protocol);
-                report.errors.push(e.to_string());
-            }
-        }
-    }
-
-    /// Drops retired protocols that have no route left.
-    fn forget_retired(&mut self, failed: &BTreeSet<u8>) {
-        self.retired.retain(|p| failed.contains(p));
-    }
-
-    /// Makes the kernel match `desired`: adds missing routes, replaces changed ones (a new
-    /// metric is a new kernel route: it is added first, then the old one deleted), and deletes
-    /// routes of ours nobody wants any more. Tables of desired routes become managed. A route
-    /// the kernel refuses keeps any older route of ours for the same prefix and table (make
-    /// before break). Never fails as a whole: per-route outcomes and other errors are in the
-    /// report. A desired route with another protocol than the exporter's, or without a
-    /// gateway, or a second one for the same prefix and table, is reported as failed.
-    pub async fn sync(&mut self, desired: Vec<KernelRoute>) -> ExportReport {
-        let mut report = ExportReport::default();
-        let mut wanted: BTreeMap<RouteKey, KernelRoute> = BTreeMap::new();
-        for route in desired {
-            let route = route.normalized();
-            if route.protocol != self.protocol {
-                let reason = format!(
-                    "protocol {} is not the exporter's ({})",
-                    route.protocol, self.protocol
-                );
-                report
-                    .routes
-                    .push(ExportResult::not(route, ExportAction::Failed, reason));
-            } else if route.gateways.is_empty() {
-                report.routes.push(ExportResult::not(
-                    route,
-                    ExportAction::Failed,
-                    "no next hop".to_owned(),
-                ));
-            } else {
-                match wanted.entry(route.key()) {
-                    std::collections::btree_map::Entry::Vacant(slot) => {
-                        slot.insert(route);
-                    }
-                    std::collections::btree_map::Entry::Occupied(_) => {
-                        report.routes.push(ExportResult::not(
-                            route,
-                            ExportAction::Failed,
-                            "another route for the same prefix and table is wanted".to_owned(),
-                        ));
-                    }
-                }
-            }
-        }
-        self.tables.extend(wanted.keys().map(|k| k.table));
-
-        let mut existing = self.ours(&mut report).await;
-        let mut failed = BTreeSet::new();
-        for (key, want) in wanted {
-            let have = existing.remove(&key).unwrap_or_default();
-            if have.iter().any(|h| h.same_as(&want)) {
-                for h in have.iter().filter(|h| !h.same_as(&want)) {
-                    self.remove(h, &mut report, &mut failed).await;
-                }
-                report
-                    .routes
-                    .push(ExportResult::ok(want, ExportAction::Unchanged));
-                continue;
-            }
-            match self.kernel.add_route(&want).await {
-                Ok(()) => {
-                    tracing::info!(op = "netlinkExport", prefix = %want.cidr(), table = %want.table_name(),
-                        metric = want.metric, gateways = ?want.gateways, "installed route");
-                    // The same metric was replaced in place; other metrics are separate routes.
-                    for h in have
-                        .iter()
-                        .filter(|h| h.effective_metric() != want.effective_metric())
-                    {
-                        self.remove(h, &mut report, &mut failed).await;
-                    }
-                    report
-                        .routes
-                        .push(ExportResult::ok(want, ExportAction::Installed));
-                }
-                Err(e) => {
-                    tracing::warn!(op = "netlinkExport", prefix = %want.cidr(), table = %want.table_name(),
-                        error = %e, "installing a route failed");
-                    let reason = format!("the kernel refused the route: {e}");
-                    report
-                        .routes
-                        .push(ExportResult::not(want, ExportAction::Failed, reason));
-                }
-            }
-        }
-        for stale in existing.into_values().flatten() {
-            self.remove(&stale, &mut report, &mut failed).await;
-        }
-        self.forget_retired(&failed);
-        report.sort();
-        report
-    }
-
-    /// [`sync`](Self::sync) of a plan: its tables become managed and its rejected routes are
-    /// added to the report.
-    pub async fn sync_plan(&mut self, plan: ExportPlan) -> ExportReport {
-        self.manage_tables(plan.tables.iter().copied());
-        let mut report = self.sync(plan.routes).await;
-        report.routes.extend(plan.rejected);
-        report.sort();
-        report
-    }
-
-    /// Removes every route of ours (owned protocols, managed tables): export disabled, or
-    /// shutdown. The report lists what was removed and what could not be.
-    pub async fn clear(&mut self) -> ExportReport {
-        let mut report = ExportReport::default();
-        let mut failed = BTreeSet::new();
-        let existing = self.ours(&mut report).await;
-        for route in existing.into_values().flatten() {
-            self.remove(&route, &mut report, &mut failed).await;
-        }
-        self.forget_retired(&failed);
-        report
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernel::IPV6_DEFAULT_METRIC;
     use purelb_bgp::wire::{AsSegment, Ipv4Prefix, Ipv6Prefix, LargeCommunity};
 
     fn ip(s: &str) -> IpAddr {
@@ -1107,56 +745,5 @@ mod tests {
         let routes = desired_routes(&s, &rx, all_ok);
         assert_eq!(routes[0].metric, 0);
         assert_eq!(routes[1].metric, IPV6_DEFAULT_METRIC);
-    }
-
-    #[test]
-    fn table_names_for_the_status() {
-        assert_eq!(table_name(0), "main");
-        assert_eq!(table_name(254), "main");
-        assert_eq!(table_name(253), "default");
-        assert_eq!(table_name(255), "local");
-        assert_eq!(table_name(100), "100");
-    }
-
-    #[test]
-    fn same_as_ignores_gateway_order_and_main_spelling() {
-        let a = KernelRoute {
-            prefix: ip("203.0.113.0"),
-            prefix_len: 24,
-            gateways: vec![ip("198.51.100.3"), ip("198.51.100.1")],
-            table: 0,
-            metric: 20,
-            protocol: 186,
-        };
-        let mut b = a.clone().normalized();
-        assert!(a.same_as(&b));
-        b.metric = 21;
-        assert!(!a.same_as(&b));
-    }
-
-    #[test]
-    fn reserved_protocols_are_refused() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let kernel = Kernel::new().unwrap();
-            for p in RESERVED_PROTOCOLS {
-                assert_eq!(
-                    NetlinkExporter::new(kernel.clone(), p).unwrap_err(),
-                    ReservedProtocol(p)
-                );
-            }
-            let mut e = NetlinkExporter::new(kernel, RTPROT_BGP).unwrap();
-            assert_eq!(e.set_protocol(4), Err(ReservedProtocol(4)));
-            e.set_protocol(200).unwrap();
-            assert_eq!(e.protocol(), 200);
-            assert_eq!(e.retired, BTreeSet::from([RTPROT_BGP]));
-            e.set_protocol(RTPROT_BGP).unwrap();
-            assert_eq!(e.retired, BTreeSet::from([200]));
-            e.manage_tables([0, 100]);
-            assert_eq!(e.managed_tables(), &BTreeSet::from([100, 254]));
-        });
     }
 }

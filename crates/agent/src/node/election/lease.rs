@@ -1,4 +1,4 @@
-//! The election runtime (spec §2.5, §5.8): this node's Lease, the electorate
+//! The election runtime: this node's Lease, the electorate
 //! built from every node's Lease, and fencing.
 //!
 //! One task owns it all. It

@@ -25,7 +25,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher::{self, Event};
 use kube::{Client, Resource, ResourceExt};
@@ -36,27 +36,24 @@ use purelb_kube_edge::events::EventSink;
 use purelb_kube_edge::http::Health;
 use purelb_kube_edge::retry::Retries;
 use purelb_kube_edge::watch;
-use serde_json::json;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::announce::announcer::{Announcer, Applied, GarpJob};
-use crate::node::election::Oracle;
-use crate::node::selection::{self, AgentId, SelectorState};
-use crate::node::settings::AgentSettings;
-use crate::node::election::{self, ElectionHandle, Identity, Notice, Timing};
 use crate::announce::endpoints::{self, SERVICE_NAME_LABEL};
+use crate::announce::outcome;
+use crate::announce::plan::{
+    self, AnnotationChanges, Decision, PlanContext, PoolTable, WithdrawReason,
+};
 use crate::event::{self, Event as AgentEvent};
 use crate::kernel::{EventGroups, EventStream, Kernel, KernelEvent};
-use crate::node::links;
 use crate::metrics::{Metrics, StealLabels};
+use crate::node::election::Oracle;
+use crate::node::election::{self, ElectionHandle, Identity, Notice, Timing};
+use crate::node::links;
 use crate::node::netstate::{self, NetSnapshot};
-use crate::announce::plan::{
-    self, AnnotationChanges, Decision, PlanContext, PoolTable, SlotAction, WithdrawReason,
-};
+use crate::node::selection::{AgentId, SelectorState};
 
-/// How long one Service write may take.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Kernel notifications are coalesced over this long before the state is re-read.
 const KERNEL_DEBOUNCE: Duration = Duration::from_millis(30);
 
@@ -97,29 +94,17 @@ enum Input {
     },
 }
 
-/// How a Service write failed.
-#[derive(Debug)]
-enum WriteError {
-    /// 409: the Service changed since the plan was made.
-    Conflict,
-    /// 404: it is gone.
-    Gone,
-    Other(String),
-}
+mod configure;
+mod write;
+
+use configure::{Configured, PreConfig};
+use write::WriteError;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Work {
     Config,
     Pools,
     Service(String),
-}
-
-/// The configuration in force on this node.
-#[derive(Debug, Clone, PartialEq)]
-struct Configured {
-    agent: Option<AgentId>,
-    settings: Option<AgentSettings>,
-    state: SelectorState,
 }
 
 pub struct Controller {
@@ -703,11 +688,8 @@ impl Controller {
         )
         .then(|| healthy_nodes.clone());
         let garp_settings = settings.as_ref().and_then(|s| s.garp);
-        let mut slot_actions = plan.slot_actions();
-        let mut slots_changed = false;
-        let mut events: Vec<AgentEvent> = plan.events.clone();
-        let mut retry = false;
-        for (i, decision) in plan.decisions.iter().enumerate() {
+        let mut applied = Vec::with_capacity(plan.decisions.len());
+        for decision in &plan.decisions {
             match decision {
                 Decision::Local { .. } => {
                     self.metrics.election_wins.inc();
@@ -728,77 +710,18 @@ impl Controller {
                 }),
                 _ => None,
             };
-            let applied = self.announcer.apply(key, decision, &self.net, job).await;
-            match (&applied, decision) {
-                (Applied::Added, Decision::Local { ip, interface, .. }) => {
-                    tracing::info!(op = "announce", service = key, node = %node, ip = %ip, interface = %interface, "electionWon");
-                    events.extend(decision.success_event(&node));
-                }
-                (
-                    Applied::Added,
-                    Decision::Remote {
-                        ip,
-                        interface,
-                        prefix_len,
-                        ..
-                    },
-                ) => {
-                    tracing::info!(op = "announce", service = key, node = %node, ip = %ip, interface = %interface, prefix_len, "announcingNonLocal");
-                    events.extend(decision.success_event(&node));
-                }
-                (Applied::NotHealthy, _) => {
-                    slot_actions[i].1 = SlotAction::Keep;
-                    slots_changed = true;
-                }
-                (Applied::Failed(message), _) => {
-                    tracing::warn!(op = "announce", service = key, ip = %decision.ip(), error = %message, "announcement failed");
-                    slot_actions[i].1 = SlotAction::Release;
-                    slots_changed = true;
-                    events.extend(decision.failure_event(&node, message));
-                    retry = true;
-                }
-                (_, Decision::Retry { ip, message }) => {
-                    if self.announcer.local_on_down_links(&self.net).contains(ip) {
-                        self.announcer
-                            .withdraw(key, *ip, WithdrawReason::NoLocalInterface)
-                            .await;
-                    }
-                    tracing::info!(op = "announce", service = key, ip = %ip, error = %message, "cannot decide; retrying");
-                    retry = true;
-                }
-                (
-                    _,
-                    Decision::Withdraw {
-                        ip,
-                        reason: WithdrawReason::NoLocalInterface,
-                    },
-                ) if self.no_local.insert((key.to_owned(), *ip)) => {
-                    tracing::info!(op = "announce", service = key, node = %node, ip = %ip, "noLocalInterface");
-                }
-                _ => {}
-            }
-            if !matches!(
-                decision,
-                Decision::Withdraw {
-                    reason: WithdrawReason::NoLocalInterface,
-                    ..
-                }
-            ) {
-                self.no_local.remove(&(key.to_owned(), decision.ip()));
-            }
+            let result = self.announcer.apply(key, decision, &self.net, job).await;
+            self.log_applied(key, decision, &result).await;
+            applied.push(result);
         }
-        if retry {
+        let outcome = outcome::settle(&svc, &node, &plan, &applied);
+        if outcome.retry {
             self.metrics.update_errors.inc();
             self.retries.schedule(key);
         } else {
             self.retries.forget(key);
         }
-        let changes = if slots_changed {
-            plan::announcing_annotations(&svc, &node, &slot_actions)
-        } else {
-            plan.annotations.clone()
-        };
-        for steal in &changes.steals {
+        for steal in &outcome.annotations.steals {
             self.metrics
                 .slot_steals
                 .get_or_create(&StealLabels {
@@ -806,16 +729,68 @@ impl Controller {
                     to: steal.to.clone(),
                 })
                 .inc();
-            events.push(steal.event());
         }
-        if !events.is_empty() {
+        if !outcome.events.is_empty() {
             let reference = svc.object_ref(&());
-            for e in events {
+            for e in outcome.events {
                 self.events.record(reference.clone(), e);
             }
         }
-        if !changes.is_empty() || plan.set_etp_cluster {
-            self.write(key, &svc, changes, plan.set_etp_cluster);
+        if !outcome.annotations.is_empty() || plan.set_etp_cluster {
+            self.write(key, &svc, outcome.annotations, plan.set_etp_cluster);
+        }
+    }
+
+    /// Logs what applying `decision` did; an address that cannot be decided while it
+    /// sits on a link that went down is withdrawn here.
+    async fn log_applied(&mut self, key: &str, decision: &Decision, applied: &Applied) {
+        let node = &self.settings.node;
+        match (applied, decision) {
+            (Applied::Added, Decision::Local { ip, interface, .. }) => {
+                tracing::info!(op = "announce", service = key, node = %node, ip = %ip, interface = %interface, "electionWon");
+            }
+            (
+                Applied::Added,
+                Decision::Remote {
+                    ip,
+                    interface,
+                    prefix_len,
+                    ..
+                },
+            ) => {
+                tracing::info!(op = "announce", service = key, node = %node, ip = %ip, interface = %interface, prefix_len, "announcingNonLocal");
+            }
+            (Applied::NotHealthy, _) => {}
+            (Applied::Failed(message), _) => {
+                tracing::warn!(op = "announce", service = key, ip = %decision.ip(), error = %message, "announcement failed");
+            }
+            (_, Decision::Retry { ip, message }) => {
+                if self.announcer.local_on_down_links(&self.net).contains(ip) {
+                    self.announcer
+                        .withdraw(key, *ip, WithdrawReason::NoLocalInterface)
+                        .await;
+                }
+                tracing::info!(op = "announce", service = key, ip = %ip, error = %message, "cannot decide; retrying");
+            }
+            (
+                _,
+                Decision::Withdraw {
+                    ip,
+                    reason: WithdrawReason::NoLocalInterface,
+                },
+            ) if self.no_local.insert((key.to_owned(), *ip)) => {
+                tracing::info!(op = "announce", service = key, node = %node, ip = %ip, "noLocalInterface");
+            }
+            _ => {}
+        }
+        if !matches!(
+            decision,
+            Decision::Withdraw {
+                reason: WithdrawReason::NoLocalInterface,
+                ..
+            }
+        ) {
+            self.no_local.remove(&(key.to_owned(), decision.ip()));
         }
     }
 
@@ -866,21 +841,7 @@ impl Controller {
         changes: AnnotationChanges,
         set_etp_cluster: bool,
     ) {
-        let mut annotations = serde_json::Map::new();
-        for (k, v) in &changes.changes {
-            annotations.insert(
-                k.clone(),
-                v.clone()
-                    .map_or(serde_json::Value::Null, serde_json::Value::String),
-            );
-        }
-        let mut patch = json!({"metadata": {"resourceVersion": svc.metadata.resource_version}});
-        if !annotations.is_empty() {
-            patch["metadata"]["annotations"] = serde_json::Value::Object(annotations);
-        }
-        if set_etp_cluster {
-            patch["spec"] = json!({"externalTrafficPolicy": plan::ETP_CLUSTER});
-        }
+        let patch = write::service_patch(svc, &changes, set_etp_cluster);
         let api: Api<Service> = Api::namespaced(
             self.client.clone(),
             svc.metadata.namespace.as_deref().unwrap_or_default(),
@@ -890,95 +851,9 @@ impl Controller {
         let key = key.to_owned();
         self.in_flight.insert(key.clone(), Vec::new());
         tokio::spawn(async move {
-            let result = match tokio::time::timeout(
-                WRITE_TIMEOUT,
-                api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)),
-            )
-            .await
-            {
-                Ok(Ok(updated)) => Ok(updated.metadata.resource_version),
-                Ok(Err(kube::Error::Api(status))) if status.code == 409 => {
-                    Err(WriteError::Conflict)
-                }
-                Ok(Err(kube::Error::Api(status))) if status.code == 404 => Err(WriteError::Gone),
-                Ok(Err(e)) => Err(WriteError::Other(e.to_string())),
-                Err(_) => Err(WriteError::Other(format!(
-                    "no answer within {WRITE_TIMEOUT:?}"
-                ))),
-            };
+            let result = write::patch_service(&api, &name, &patch).await;
             let _ = tx.send(Input::Written { key, result });
         });
-    }
-}
-
-/// Selection of the LBNodeAgent for this node (spec §5.2), with events, keeping the
-/// last good configuration on an error.
-struct PreConfig<'a> {
-    agents: &'a Store<LBNodeAgent>,
-    nodes: &'a Store<Node>,
-    node: &'a str,
-    events: &'a EventSink,
-    metrics: &'a Metrics,
-}
-
-impl PreConfig<'_> {
-    fn select(&mut self, last_good: Option<Configured>) -> (Configured, Option<Configured>) {
-        let labels: BTreeMap<String, String> = self
-            .nodes
-            .get(&ObjectRef::new(self.node))
-            .and_then(|n| n.metadata.labels.clone())
-            .unwrap_or_default();
-        let agents = self.agents.state();
-        let selection = selection::select(agents.iter().map(|a| a.as_ref()), &labels);
-        for warning in &selection.warnings {
-            tracing::info!(op = "setConfig", node = self.node, warning = %warning, "configuration value defaulted");
-        }
-        let keep_previous = selection.config_error.is_some() && last_good.is_some();
-        let record = |id: &AgentId, e: AgentEvent| {
-            if let Some(agent) = agents.iter().find(|a| AgentId::of(a) == *id) {
-                self.events.record(agent.object_ref(&()), e);
-            }
-        };
-        for (id, e) in selection.events(self.node) {
-            if e.reason == event::CONFIG_ERROR {
-                continue;
-            }
-            record(&id, e);
-        }
-        match &selection.config_error {
-            Some(error) => {
-                self.metrics.update_errors.inc();
-                if keep_previous {
-                    tracing::warn!(op = "setConfig", node = self.node, agent = %error.id, error = %error.error, "invalid configuration; keeping the previous one");
-                    record(&error.id, error.event_keeping_previous(self.node));
-                    let kept = last_good.clone().unwrap_or(Configured {
-                        agent: None,
-                        settings: None,
-                        state: SelectorState::Invalid,
-                    });
-                    (kept, last_good)
-                } else {
-                    tracing::warn!(op = "setConfig", node = self.node, agent = %error.id, error = %error.error, "invalid configuration; announcing nothing");
-                    record(&error.id, error.event(self.node));
-                    (
-                        Configured {
-                            agent: Some(error.id.clone()),
-                            settings: None,
-                            state: SelectorState::Invalid,
-                        },
-                        None,
-                    )
-                }
-            }
-            None => {
-                let configured = Configured {
-                    agent: selection.effective.as_ref().map(|e| e.id.clone()),
-                    settings: selection.effective.map(|e| e.settings),
-                    state: selection.selector_state,
-                };
-                (configured.clone(), Some(configured))
-            }
-        }
     }
 }
 
@@ -1052,6 +927,7 @@ fn relevant(event: &KernelEvent) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
     use crate::kernel::{Address, RouteChange};
     use purelb_api::pool::IpFamily;
 
