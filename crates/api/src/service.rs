@@ -88,7 +88,12 @@ mod tests {
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
         assert_eq!(
             ingress_ips(&s),
-            [ip("192.0.2.1"), ip("::ffff:192.0.2.1"), ip("2001:db8::1"), ip("192.0.2.1")]
+            [
+                ip("192.0.2.1"),
+                ip("::ffff:192.0.2.1"),
+                ip("2001:db8::1"),
+                ip("192.0.2.1")
+            ]
         );
         assert_eq!(unique_ingress_ips(&s), [ip("192.0.2.1"), ip("2001:db8::1")]);
         assert_eq!(key(&s), "ns/web");
@@ -96,7 +101,8 @@ mod tests {
 
     #[test]
     fn brand_and_type() {
-        let unbranded = service(json!({"metadata": {"name": "a"}, "spec": {"type": "LoadBalancer"}}));
+        let unbranded =
+            service(json!({"metadata": {"name": "a"}, "spec": {"type": "LoadBalancer"}}));
         assert!(is_load_balancer(&unbranded));
         assert!(!is_branded(&unbranded));
         let branded = service(json!({
@@ -105,7 +111,10 @@ mod tests {
         }));
         assert!(is_branded(&branded));
         assert!(!is_load_balancer(&branded));
-        assert_eq!(annotation(&branded, "purelb.io/allocated-by"), Some("PureLB"));
+        assert_eq!(
+            annotation(&branded, "purelb.io/allocated-by"),
+            Some("PureLB")
+        );
         assert_eq!(annotation(&unbranded, "purelb.io/allocated-by"), None);
     }
 }

@@ -23,7 +23,7 @@ pub(super) struct Configured {
     pub(super) state: SelectorState,
 }
 
-/// Selection of the LBNodeAgent for this node (spec §5.2), with events, keeping the
+/// Selection of the LBNodeAgent for this node, with events, keeping the
 /// last good configuration on an error.
 pub(super) struct PreConfig<'a> {
     pub(super) agents: &'a Store<LBNodeAgent>,

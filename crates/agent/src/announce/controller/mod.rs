@@ -1,4 +1,4 @@
-//! The node agent's control loop (spec §5.1–§5.2): watches Services,
+//! The node agent's control loop: watches Services,
 //! EndpointSlices, LBNodeAgents (all namespaces), ServiceGroups (install
 //! namespace) and this node's Node; hears the election and the kernel; and runs one
 //! serial queue of work, so plans and kernel changes never interleave.
@@ -151,8 +151,9 @@ pub struct Controller {
 }
 
 impl Controller {
-    /// Runs the agent until `shutdown` resolves, then shuts down as spec §5.10 says,
-    /// except that local addresses are withdrawn *before* the lease is deleted.
+    /// Runs the agent until `shutdown` resolves, then shuts down as PureLB does (addresses
+    /// withdrawn, the lease deleted, the dummy link removed), except that local addresses
+    /// are withdrawn *before* the lease is deleted.
     pub async fn run(
         client: Client,
         settings: Settings,
@@ -927,9 +928,9 @@ fn relevant(event: &KernelEvent) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
     use crate::kernel::{Address, RouteChange};
     use purelb_api::pool::IpFamily;
+    use serde_json::json;
 
     fn service(annotations: serde_json::Value, etp: &str) -> Service {
         serde_json::from_value(json!({

@@ -1,0 +1,120 @@
+//! `netlinkImport`: the addresses on the import interfaces, followed as kernel deltas and
+//! turned into the speaker's announcements and withdrawals at once.
+
+use super::*;
+
+impl BgpAgent {
+    /// Replaces the address watcher: withdraws what the old one imported, then imports what the
+    /// new one finds.
+    pub(super) async fn restart_import(&mut self, settings: &ImportSettings) {
+        if let Some(old) = self.importer.take()
+            && let Some(s) = &self.speaker
+        {
+            for a in old.current() {
+                s.withdraw(cidr_prefix(a.network()));
+            }
+        }
+        self.import_settings = Some(settings.clone());
+        if !settings.enabled {
+            return;
+        }
+        match AddressWatcher::open(settings.interfaces.clone()).await {
+            Ok(w) => self.importer = Some(w),
+            Err(error) => {
+                tracing::error!(op = "netlinkImport", %error, "cannot watch the import interfaces");
+            }
+        }
+    }
+
+    pub(super) async fn imported(
+        &mut self,
+        delta: Result<crate::kernel::AddressDelta, crate::kernel::KernelError>,
+    ) {
+        let delta = match delta {
+            Ok(d) => d,
+            Err(error) => {
+                tracing::error!(op = "netlinkImport", %error, "address watch failed; reopening");
+                self.importer = None;
+                if let Some(settings) = self.import_settings.take() {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    self.restart_import(&settings).await;
+                }
+                return;
+            }
+        };
+        let Some(speaker) = &self.speaker else {
+            return;
+        };
+        let current = self
+            .importer
+            .as_ref()
+            .map(|w| w.current().clone())
+            .unwrap_or_default();
+        for a in &delta.removed {
+            // Two addresses of one network share the route: withdraw with the last of them.
+            let network = a.network();
+            if !current.iter().any(|c| c.network() == network) {
+                speaker.withdraw(cidr_prefix(network));
+                tracing::info!(op = "netlinkImport", prefix = %network, "withdrawn");
+            }
+        }
+        for a in &delta.added {
+            let network = a.network();
+            speaker.announce(LocalRoute::originated(cidr_prefix(network)));
+            tracing::info!(op = "netlinkImport", prefix = %network, "announced");
+        }
+        self.status_due
+            .get_or_insert(Instant::now() + STATUS_DEBOUNCE);
+    }
+
+    pub(super) async fn import_state(&self) -> ImportState {
+        let Some(settings) = self.import_settings.as_ref().filter(|s| s.enabled) else {
+            return ImportState::default();
+        };
+        let matches = |name: &str| settings.interfaces.iter().any(|p| glob_match(p, name));
+        let links = self.kernel.list_links().await.unwrap_or_default();
+        let mut interfaces: Vec<ImportInterface> = links
+            .iter()
+            .filter(|l| matches(&l.name))
+            .map(|l| ImportInterface {
+                name: l.name.clone(),
+                exists: true,
+                up: l.is_up() || (l.admin_up && l.oper_state == OperState::Unknown),
+            })
+            .collect();
+        for p in &settings.interfaces {
+            let literal = !p.contains(['*', '?']);
+            if literal && !interfaces.iter().any(|i| &i.name == p) {
+                interfaces.push(ImportInterface {
+                    name: p.clone(),
+                    exists: false,
+                    up: false,
+                });
+            }
+        }
+        let imported: std::collections::BTreeSet<Cidr> = self
+            .importer
+            .as_ref()
+            .map(|w| w.current().iter().map(|a| a.network()).collect())
+            .unwrap_or_default();
+        let mut addresses: Vec<(Prefix, String)> = self
+            .kernel
+            .list_addresses()
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|a| {
+                let ifname = a.ifname.clone().filter(|n| matches(n))?;
+                imported
+                    .contains(&a.network())
+                    .then(|| (cidr_prefix(a.network()), ifname))
+            })
+            .collect();
+        addresses.sort();
+        addresses.dedup();
+        ImportState {
+            interfaces,
+            addresses,
+        }
+    }
+}
