@@ -3,7 +3,7 @@
 //! namespace) and this node's Node; hears the election and the kernel; and runs one
 //! serial queue of work, so plans and kernel changes never interleave.
 //!
-//! Per Service: [`plan_service`] decides, the [`Announcer`] carries the decisions
+//! Per Service: [`plan_service`](super::plan::plan_service) decides, the [`Announcer`] carries the decisions
 //! out, and the annotation / `externalTrafficPolicy` changes and events are written
 //! by tasks of their own (one write per Service at a time, conditional on the
 //! resourceVersion the plan was made from), so a slow or unreachable API server

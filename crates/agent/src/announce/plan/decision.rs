@@ -79,7 +79,7 @@ pub enum Decision {
         prefix_len: u8,
         options: AddressSettings,
     },
-    /// Remove the address (subject to the shared-IP rule, [`AnnouncedAddresses`]).
+    /// Remove the address (subject to the shared-IP rule, [`AnnouncedAddresses`](crate::announce::announced::AnnouncedAddresses)).
     Withdraw { ip: IpAddr, reason: WithdrawReason },
     /// The evidence is incomplete (interrupted netlink dump): change nothing now.
     Skip { ip: IpAddr },

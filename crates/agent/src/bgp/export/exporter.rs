@@ -1,6 +1,17 @@
 //! The kernel side of `netlinkExport`: keeps the kernel's routes with the exporter's
 //! protocol, in its managed tables, equal to the planned set, and reports per route
 //! whether it is installed and why not.
+//!
+//! # What the exporter owns
+//! Routes with its protocol (default 186, `RTPROT_BGP`) in its **managed tables**: the tables
+//! its rules name (passed in [`ExportPlan::tables`] or [`NetlinkExporter::manage_tables`])
+//! and every table it installed into since it started. Routes of other protocols are never
+//! deleted; neither are routes with our protocol in other tables (FRR's zebra also uses 186 —
+//! as with gobgp-netlink, give the exporter its own table or protocol on a node that runs
+//! another BGP daemon that installs routes into the same table). After a restart, stale routes
+//! in a table no current rule names stay until that table is managed again. `add_route` has
+//! replace semantics, and the kernel replaces a same-prefix, same-table, same-metric route
+//! whatever its protocol.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -77,7 +88,7 @@ impl NetlinkExporter {
     }
 
     /// A snapshot of the kernel's connected routes and local addresses, for
-    /// [`plan_export`]'s `next_hop_ok` (`|nh, t| filter.check(nh, t)`).
+    /// [`plan_export`](super::plan_export)'s `next_hop_ok` (`|nh, t| filter.check(nh, t)`).
     pub async fn next_hop_filter(&self) -> Result<NextHopFilter, KernelError> {
         let (connected, local) = self.kernel.on_link_prefixes().await?;
         Ok(NextHopFilter::new(connected, local))

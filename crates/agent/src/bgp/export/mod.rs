@@ -2,8 +2,8 @@
 //! [`plan`] decides which routes should exist (pure); [`exporter`] makes the kernel
 //! hold exactly those.
 
-mod exporter;
-mod plan;
+pub mod exporter;
+pub mod plan;
 
 pub use crate::kernel::KernelRoute;
 pub use exporter::{NetlinkExporter, RESERVED_PROTOCOLS, ReservedProtocol};

@@ -1,14 +1,13 @@
-//! `netlinkExport`: routes received over BGP, installed into kernel routing tables
-//! (the BGPConfiguration setting, and its report in BGPNodeStatus).
+//! Which received BGP routes `netlinkExport` installs into kernel routing tables (the
+//! BGPConfiguration setting, and its report in BGPNodeStatus), as a pure decision.
 //!
-//! Two halves:
-//! - **Pure**: [`plan_export`] (and its shorthand [`desired_routes`]) turns the `netlinkExport`
-//!   settings and the speaker's received routes into the kernel routes that should exist, plus
-//!   the matched routes that cannot be exported and why. Next-hop reachability comes in as a
-//!   closure, so the decision needs no kernel ([`NextHopFilter`] is the kernel-backed one).
-//! - **Kernel**: [`NetlinkExporter`] makes the kernel hold exactly the desired routes among
-//!   its own (same protocol, managed tables) and reports, per route, whether it is installed
-//!   and why not — the BGPNodeStatus `exportedRoutes` entries.
+//! [`plan_export`] (and its shorthand [`desired_routes`]) turns the `netlinkExport` settings
+//! and the speaker's received routes into the kernel routes that should exist, plus the
+//! matched routes that cannot be exported and why. Next-hop reachability comes in as a
+//! closure, so the decision needs no kernel ([`NextHopFilter`] is the kernel-backed one).
+//! [`NetlinkExporter`](super::NetlinkExporter) then makes the kernel hold exactly those routes
+//! among its own (same protocol, managed tables) and reports, per route, whether it is
+//! installed and why not: the BGPNodeStatus `exportedRoutes` entries.
 //!
 //! # Rule semantics (and how they compare with gobgp-netlink v1.1.2, which k8gobgp ran)
 //! - A rule **matches** a route that carries at least one of the rule's standard communities
@@ -40,17 +39,6 @@
 //!   0; the planned route says 1024 so the status and the comparison agree with the kernel.
 //! - Next hops that are missing, of the other family (RFC 8950), unspecified, loopback,
 //!   multicast or IPv6 link-local (it would need the session's interface) are not used.
-//!
-//! # What the exporter owns
-//! Routes with its protocol (default 186, `RTPROT_BGP`) in its **managed tables**: the tables
-//! its rules name (passed in [`ExportPlan::tables`] or [`NetlinkExporter::manage_tables`]) and
-//! every table it installed into since it started. Routes of other protocols are never
-//! deleted; neither are routes with our protocol in other tables (FRR's zebra also uses 186 —
-//! as with gobgp-netlink, give the exporter its own table or protocol on a node that runs
-//! another BGP daemon that installs routes into the same table). After a restart, stale routes
-//! in a table no current rule names stay until that table is managed again. `add_route` has
-//! replace semantics, and the kernel replaces a same-prefix, same-table, same-metric route
-//! whatever its protocol.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -109,7 +97,7 @@ impl ExportResult {
     }
 }
 
-/// The outcome of [`NetlinkExporter::sync`] or [`NetlinkExporter::clear`].
+/// The outcome of [`NetlinkExporter::sync`](super::NetlinkExporter::sync) or [`NetlinkExporter::clear`](super::NetlinkExporter::clear).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ExportReport {
     /// One entry per desired (or rejected) route, by prefix then table.
@@ -144,7 +132,7 @@ pub struct ExportPlan {
     pub routes: Vec<KernelRoute>,
     /// Routes a rule matched that cannot be exported, with the reason (installed = false).
     pub rejected: Vec<ExportResult>,
-    /// Every table a rule names (normalised), for [`NetlinkExporter::manage_tables`].
+    /// Every table a rule names (normalised), for [`NetlinkExporter::manage_tables`](super::NetlinkExporter::manage_tables).
     pub tables: BTreeSet<u32>,
 }
 
@@ -336,7 +324,7 @@ where
 }
 
 /// Next-hop validation from a snapshot of the kernel: the connected prefixes (per table) and
-/// this node's addresses. Pure once built; [`NetlinkExporter::next_hop_filter`] builds it.
+/// this node's addresses. Pure once built; [`NetlinkExporter::next_hop_filter`](super::NetlinkExporter::next_hop_filter) builds it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NextHopFilter {
     connected: Vec<(IpAddr, u8, u32)>,

@@ -2,8 +2,8 @@
 //! ([`lease`]), and the one oracle that answers who announces an address
 //! ([`oracle`]).
 
-mod lease;
-mod oracle;
+pub mod lease;
+pub mod oracle;
 
 pub use lease::{ElectionHandle, Identity, Notice, StartError, Timing, View, start};
 pub use oracle::{Election, Oracle};

@@ -53,7 +53,7 @@ impl Election for Electorate {
 pub struct Oracle<'a> {
     pub view: &'a View,
     pub now: Instant,
-    /// Whether this node already holds an address ([`Announcer::holds`]).
+    /// Whether this node already holds an address ([`Announcer::holds`](crate::announce::announcer::Announcer::holds)).
     pub holds: &'a dyn Fn(IpAddr) -> bool,
     pub metrics: &'a Metrics,
 }
