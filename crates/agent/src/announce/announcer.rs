@@ -351,6 +351,21 @@ impl Announcer {
         removed
     }
 
+    /// Drops every Service's record of `ip` (and its announced metric); returns them.
+    fn forget_owners(&mut self, ip: IpAddr) -> Vec<String> {
+        let owners: Vec<String> = self
+            .announced
+            .iter()
+            .filter(|(_, i)| *i == ip)
+            .map(|(s, _)| s.to_owned())
+            .collect();
+        for s in &owners {
+            self.announced.withdraw(s, ip);
+            self.metrics.set_announced(s, &self.node, ip, false);
+        }
+        owners
+    }
+
     /// Fencing and shutdown: removes every local address at once; the Services that
     /// announced them are returned (their records are dropped, so the next pass
     /// adds them again once this node may).
@@ -358,16 +373,7 @@ impl Announcer {
         let ips: Vec<IpAddr> = self.held_local().map(|(ip, _)| *ip).collect();
         let mut services = BTreeSet::new();
         for ip in ips {
-            let owners: Vec<String> = self
-                .announced
-                .iter()
-                .filter(|(_, i)| *i == ip)
-                .map(|(s, _)| s.to_owned())
-                .collect();
-            for s in &owners {
-                self.announced.withdraw(s, ip);
-                self.metrics.set_announced(s, &self.node, ip, false);
-            }
+            let owners = self.forget_owners(ip);
             let removed = self.remove_ip(ip).await;
             tracing::info!(op = "withdrawAddress", ip = %ip, reason, removed, services = owners.len(), "withdrawAddress");
             services.extend(owners);
@@ -466,16 +472,7 @@ impl Announcer {
             {
                 task.abort();
             }
-            let owners: Vec<String> = self
-                .announced
-                .iter()
-                .filter(|(_, i)| *i == ip)
-                .map(|(s, _)| s.to_owned())
-                .collect();
-            for s in &owners {
-                self.announced.withdraw(s, ip);
-                self.metrics.set_announced(s, &self.node, ip, false);
-            }
+            let owners = self.forget_owners(ip);
             tracing::info!(op = "announce", ip = %ip, "an announced address disappeared from the kernel; re-evaluating");
             services.extend(owners);
         }

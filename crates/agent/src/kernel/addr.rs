@@ -230,16 +230,7 @@ impl Kernel {
         ip: IpAddr,
         prefix_len: u8,
     ) -> Result<bool, KernelError> {
-        let msg = match ip {
-            IpAddr::V4(v4) => AddressMessageBuilder::<Ipv4Addr>::new()
-                .index(ifindex)
-                .address(v4, prefix_len)
-                .build(),
-            IpAddr::V6(v6) => AddressMessageBuilder::<Ipv6Addr>::new()
-                .index(ifindex)
-                .address(v6, prefix_len)
-                .build(),
-        };
+        let msg = address_message(ifindex, ip, prefix_len);
         match self.handle().address().del(msg).execute().await {
             Ok(()) => Ok(true),
             Err(e) => {
