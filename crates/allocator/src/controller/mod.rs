@@ -15,7 +15,7 @@ mod remote;
 mod service;
 mod writer;
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use k8s_openapi::api::coordination::v1::Lease;
@@ -25,8 +25,10 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher::{self, Event};
 use kube::{Client, Resource, ResourceExt};
 use purelb_api::crd::ServiceGroup;
+use purelb_kube_edge::echoes::WriteEchoes;
 use purelb_kube_edge::events::EventSink;
 use purelb_kube_edge::http::Health;
+use purelb_kube_edge::queue::WorkQueue;
 use purelb_kube_edge::retry::Retries;
 use purelb_kube_edge::watch;
 use tokio::sync::mpsc;
@@ -97,18 +99,13 @@ pub struct Controller {
     /// `metadata.generation` of each ServiceGroup last seen, so status writes
     /// (which do not bump it) cause no reprocessing.
     group_generations: HashMap<String, Option<i64>>,
-    queue: VecDeque<Work>,
-    queued: HashSet<Work>,
+    queue: WorkQueue<Work>,
     /// Retries of failed Services, with a backoff per Service key.
     retries: Retries<Input>,
     inputs_tx: mpsc::UnboundedSender<Input>,
-    /// Services with a write under way (work for them waits for it), with the
-    /// resourceVersions the watch delivered meanwhile.
-    in_flight: HashMap<String, Vec<String>>,
-    /// Services that got work while a write was under way.
-    again: HashSet<String>,
-    /// The resourceVersion our last write produced, until the watch brings it.
-    expected: HashMap<String, String>,
+    /// Our Service writes under way and their echoes awaited: work for a Service waits
+    /// for both.
+    echoes: WriteEchoes,
     /// ServiceGroups whose usage changed since their status was last sent.
     dirty_groups: BTreeSet<String>,
     intake: groups::Intake,
@@ -162,13 +159,10 @@ impl Controller {
             leases,
             ipam: Ipam::empty(),
             group_generations: HashMap::new(),
-            queue: VecDeque::new(),
-            queued: HashSet::new(),
+            queue: WorkQueue::default(),
             retries: Retries::new(tx.clone(), Input::Retry),
             inputs_tx: tx,
-            in_flight: HashMap::new(),
-            again: HashSet::new(),
-            expected: HashMap::new(),
+            echoes: WriteEchoes::default(),
             dirty_groups: BTreeSet::new(),
             intake: groups::Intake::default(),
             status,
@@ -183,8 +177,7 @@ impl Controller {
         );
         controller.load_config().await?;
         loop {
-            while let Some(work) = controller.queue.pop_front() {
-                controller.queued.remove(&work);
+            while let Some(work) = controller.queue.pop() {
                 controller.process(work).await?;
                 // Take what arrived meanwhile before the next item, so a burst is
                 // deduplicated rather than processed once per event.
@@ -210,9 +203,7 @@ impl Controller {
     }
 
     fn enqueue(&mut self, work: Work) {
-        if self.queued.insert(work.clone()) {
-            self.queue.push_back(work);
-        }
+        self.queue.push(work);
     }
 
     fn enqueue_all_services(&mut self) {
@@ -243,27 +234,21 @@ impl Controller {
     }
 
     fn written(&mut self, key: String, result: Result<Option<String>, kube::Error>, requeue: bool) {
-        let seen = self.in_flight.remove(&key).unwrap_or_default();
-        let retry = match result {
-            Ok(version) => {
-                // The watch may have brought our write before we heard it finished.
-                if let Some(version) = version.filter(|v| !seen.contains(v)) {
-                    self.expected.insert(key.clone(), version);
-                }
-                requeue
-            }
+        let (produced, retry) = match result {
+            Ok(version) => (version, requeue),
             Err(error) => {
                 tracing::warn!(op = "updateService", service = %key, %error, "writing the Service failed; retrying");
-                true
+                (None, true)
             }
         };
+        let released = self.echoes.finished(&key, produced);
         if retry {
             self.metrics.update_errors.inc();
             self.retries.schedule(&key);
         } else {
             self.retries.forget(&key);
         }
-        if self.again.remove(&key) {
+        if released {
             self.enqueue(Work::Service(key));
         }
     }
@@ -272,19 +257,14 @@ impl Controller {
         match event {
             Event::Apply(s) => {
                 let key = purelb_api::service::key(&s);
-                let version = s.metadata.resource_version.clone().unwrap_or_default();
-                if let Some(seen) = self.in_flight.get_mut(&key) {
-                    seen.push(version.clone());
-                }
-                if self.expected.get(&key) == Some(&version) {
-                    self.expected.remove(&key);
-                }
+                let version = s.metadata.resource_version.as_deref().unwrap_or_default();
+                self.echoes.observed(&key, version);
                 self.enqueue(Work::Service(key));
             }
             // A re-list may skip versions: what it shows is the latest.
             Event::InitApply(s) => {
                 let key = purelb_api::service::key(&s);
-                self.expected.remove(&key);
+                self.echoes.forget(&key);
                 self.enqueue(Work::Service(key));
             }
             Event::Delete(s) => {
@@ -313,6 +293,9 @@ impl Controller {
                             allocated_from: None,
                         });
                     }
+                }
+                for key in self.echoes.relisted() {
+                    self.enqueue(Work::Service(key));
                 }
             }
             Event::Init => {}
@@ -349,7 +332,7 @@ impl Controller {
                 key,
                 allocated_from,
             } => {
-                self.expected.remove(&key);
+                self.echoes.forget(&key);
                 let outcome = self.ipam.release_service(&key, allocated_from.as_deref());
                 self.remote.release(&self.ipam, &outcome).await;
                 self.dirty_groups.extend(outcome.touched.iter().cloned());
@@ -365,23 +348,19 @@ impl Controller {
     }
 
     async fn process_service(&mut self, key: &str) -> Result<(), Error> {
-        if self.in_flight.contains_key(key) {
-            self.again.insert(key.to_owned());
+        let svc = self.service(key);
+        // A write under way, or the cache still behind our last write: deciding on
+        // the older object would undo it.
+        let version = svc
+            .as_ref()
+            .and_then(|s| s.metadata.resource_version.as_deref());
+        if !self.echoes.admit(key, version) {
             return Ok(());
         }
-        let Some(svc) = self.service(key) else {
+        let Some(svc) = svc else {
             // Deleted before we got to it; the Delete event releases it.
             return Ok(());
         };
-        // Our last write has not come back through the watch yet: deciding on
-        // the older object would undo it. Its event brings the Service back.
-        if self
-            .expected
-            .get(key)
-            .is_some_and(|v| svc.metadata.resource_version.as_ref() != Some(v))
-        {
-            return Ok(());
-        }
         let outcome = match handling(&svc, self.settings.default_announcer) {
             Handling::Ignore => return Ok(()),
             Handling::NotLoadBalancer(service_type) => self
@@ -454,7 +433,7 @@ impl Controller {
             self.metrics.count(metric);
         }
         self.dirty_groups.extend(outcome.touched.iter().cloned());
-        self.in_flight.insert(key.to_owned(), Vec::new());
+        self.echoes.started(key);
         let (client, tx, key) = (self.client.clone(), self.inputs_tx.clone(), key.to_owned());
         tokio::spawn(async move {
             let result = writer::write_service(&client, &svc, &outcome).await;
@@ -525,8 +504,7 @@ impl Controller {
                 continue;
             }
             let mut request = service::request(&svc);
-            if self.in_flight.contains_key(&request.key) || self.expected.contains_key(&request.key)
-            {
+            if self.echoes.pending(&request.key) {
                 request.ingress = self
                     .ipam
                     .holdings(&request.key)

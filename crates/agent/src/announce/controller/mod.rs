@@ -16,7 +16,7 @@
 //! kept in place (no withdraw / re-add).
 
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -32,8 +32,10 @@ use kube::{Client, Resource, ResourceExt};
 use purelb_api::annotations;
 use purelb_api::crd::{LBNodeAgent, ServiceGroup};
 use purelb_api::pool::Cidr;
+use purelb_kube_edge::echoes::WriteEchoes;
 use purelb_kube_edge::events::EventSink;
 use purelb_kube_edge::http::Health;
+use purelb_kube_edge::queue::WorkQueue;
 use purelb_kube_edge::retry::Retries;
 use purelb_kube_edge::watch;
 use tokio::sync::mpsc;
@@ -132,17 +134,12 @@ pub struct Controller {
     /// A hash of what matters in each Service (everything but the announcing
     /// annotations and the resourceVersion).
     fingerprints: HashMap<String, u64>,
-    queue: VecDeque<Work>,
-    queued: HashSet<Work>,
+    queue: WorkQueue<Work>,
     /// Retries of failed Services, with a backoff per Service key.
     retries: Retries<Input>,
     inputs_tx: mpsc::UnboundedSender<Input>,
-    /// Services with a write under way, with the versions the watch delivered meanwhile.
-    in_flight: HashMap<String, Vec<String>>,
-    /// The resourceVersion our last write produced, until the watch brings it.
-    expected: HashMap<String, String>,
-    /// Services whose processing waits for an in-flight write or its echo.
-    deferred: HashSet<String>,
+    /// Our Service writes under way and their echoes awaited.
+    echoes: WriteEchoes,
     /// (Service, address) pairs last decided `noLocalInterface`: logged at info once
     /// per change, not on every pass.
     no_local: HashSet<(String, IpAddr)>,
@@ -264,13 +261,10 @@ impl Controller {
             lease_subnets,
             previous_ingress: HashMap::new(),
             fingerprints: HashMap::new(),
-            queue: VecDeque::new(),
-            queued: HashSet::new(),
+            queue: WorkQueue::default(),
             retries: Retries::new(tx.clone(), Input::Retry),
             inputs_tx: tx,
-            in_flight: HashMap::new(),
-            expected: HashMap::new(),
-            deferred: HashSet::new(),
+            echoes: WriteEchoes::default(),
             no_local: HashSet::new(),
             node_labels: BTreeMap::new(),
         };
@@ -289,9 +283,6 @@ impl Controller {
         controller.rebuild_slice_index();
         controller
             .queue
-            .retain(|work| !matches!(work, Work::Service(_)));
-        controller
-            .queued
             .retain(|work| !matches!(work, Work::Service(_)));
         controller.enqueue_all();
         tracing::info!(op = "startup", node = %controller.settings.node, services = controller.queue.len(), "caches synced; first full pass");
@@ -355,8 +346,7 @@ impl Controller {
         while let Ok(input) = inputs.try_recv() {
             self.accept(input).await;
         }
-        while let Some(work) = self.queue.pop_front() {
-            self.queued.remove(&work);
+        while let Some(work) = self.queue.pop() {
             self.process(work).await;
             while let Ok(input) = inputs.try_recv() {
                 self.accept(input).await;
@@ -365,9 +355,7 @@ impl Controller {
     }
 
     fn enqueue(&mut self, work: Work) {
-        if self.queued.insert(work.clone()) {
-            self.queue.push_back(work);
-        }
+        self.queue.push(work);
     }
 
     /// Every Service in the store and every one we still remember (deleted ones).
@@ -414,15 +402,9 @@ impl Controller {
         match event {
             Event::Apply(s) | Event::InitApply(s) => {
                 let key = key_of(&s);
-                let version = s.metadata.resource_version.clone().unwrap_or_default();
-                if let Some(seen) = self.in_flight.get_mut(&key) {
-                    seen.push(version.clone());
-                }
-                if self.expected.get(&key) == Some(&version) {
-                    self.expected.remove(&key);
-                    if self.deferred.remove(&key) {
-                        self.enqueue(Work::Service(key.clone()));
-                    }
+                let version = s.metadata.resource_version.as_deref().unwrap_or_default();
+                if self.echoes.observed(&key, version) {
+                    self.enqueue(Work::Service(key.clone()));
                 }
                 let fingerprint = fingerprint(&s);
                 if self.fingerprints.insert(key.clone(), fingerprint) != Some(fingerprint) {
@@ -445,10 +427,9 @@ impl Controller {
                     .filter(|k| !present.contains(*k))
                     .cloned()
                     .collect();
-                for key in gone {
+                for key in gone.into_iter().chain(self.echoes.relisted()) {
                     self.enqueue(Work::Service(key));
                 }
-                self.expected.clear();
             }
             Event::Init => {}
         }
@@ -494,28 +475,27 @@ impl Controller {
     }
 
     fn written(&mut self, key: String, result: Result<Option<String>, WriteError>) {
-        let seen = self.in_flight.remove(&key).unwrap_or_default();
-        match result {
+        let produced = match result {
             Ok(version) => {
                 self.retries.forget(&key);
-                if let Some(version) = version.filter(|v| !seen.contains(v)) {
-                    self.expected.insert(key.clone(), version);
-                }
+                version
             }
             Err(WriteError::Conflict) => {
                 // The Service changed under us: decided afresh once the watch has
                 // (most likely) brought the new version.
                 tracing::debug!(op = "updateService", service = %key, "conflict; re-planning");
                 self.retries.schedule(&key);
+                None
             }
-            Err(WriteError::Gone) => {}
+            Err(WriteError::Gone) => None,
             Err(WriteError::Other(error)) => {
                 tracing::warn!(op = "updateService", service = %key, %error, "writing the Service failed; retrying");
                 self.metrics.update_errors.inc();
                 self.retries.schedule(&key);
+                None
             }
-        }
-        if !self.expected.contains_key(&key) && self.deferred.remove(&key) {
+        };
+        if self.echoes.finished(&key, produced) {
             self.enqueue(Work::Service(key));
         }
     }
@@ -641,11 +621,14 @@ impl Controller {
     }
 
     async fn process_service(&mut self, key: &str) {
-        if self.in_flight.contains_key(key) || self.expected.contains_key(key) {
-            self.deferred.insert(key.to_owned());
+        let svc = self.service(key);
+        let version = svc
+            .as_ref()
+            .and_then(|s| s.metadata.resource_version.as_deref());
+        if !self.echoes.admit(key, version) {
             return;
         }
-        let Some(svc) = self.service(key) else {
+        let Some(svc) = svc else {
             self.service_gone(key).await;
             return;
         };
@@ -850,7 +833,7 @@ impl Controller {
         let name = svc.name_any();
         let tx = self.inputs_tx.clone();
         let key = key.to_owned();
-        self.in_flight.insert(key.clone(), Vec::new());
+        self.echoes.started(&key);
         tokio::spawn(async move {
             let result = write::patch_service(&api, &name, &patch).await;
             let _ = tx.send(Input::Written { key, result });
