@@ -8,7 +8,7 @@ use purelb_agent::bgp::export::{
     ExportAction, ExportReport, KernelRoute, NetlinkExporter, RTPROT_BGP, plan_export,
 };
 use purelb_agent::kernel::Kernel;
-use purelb_bgp::driver::ReceivedRoute;
+use purelb_bgp::rib::ReceivedRoute;
 use purelb_bgp::wire::{AsPath, Ipv4Prefix, Ipv6Prefix, Prefix};
 use serde_json::Value;
 use std::net::IpAddr;

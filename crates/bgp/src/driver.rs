@@ -10,7 +10,7 @@ use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant as StdInstant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -23,99 +23,18 @@ use crate::fsm::{
     Action, DownReason, Event, Keep, Negotiated, Session, SessionConfig, State, Timer,
     cease_subcode, resolve_collision,
 };
+use crate::rib::{AdjRibOut, DEFAULT_LOCAL_PREF, LocalRoute, ReceivedRib, ReceivedRoute, lock};
 use crate::transport::{set_bind_device, set_md5, set_ttl};
 use crate::wire::{
     AfiSafi, AsPath, GracefulRestart, LargeCommunity, Message, MpReachIpv6, Notification, Origin,
     PathAttributes, Prefix, Update, WireContext, decode, encode, next_message, notification_code,
 };
 
-/// The routes one peer should have, shared between the speaker and the session task.
-pub type AdjRibOut = Arc<Vec<LocalRoute>>;
-
 /// The largest BGP message without RFC 8654 extended messages.
 const MAX_MESSAGE: usize = 4096;
 
 /// Buffered output is written out once it reaches this size (and at the end of every event).
 const FLUSH_AT: usize = 64 * 1024;
-
-/// LOCAL_PREF sent to iBGP peers when the route sets none (the common default, GoBGP's and FRR's).
-pub const DEFAULT_LOCAL_PREF: u32 = 100;
-
-/// A route this speaker originates.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct LocalRoute {
-    pub prefix: Prefix,
-    /// `None` = next-hop-self: the local address of the session's connection (for an IPv6 route
-    /// over an IPv4 session, its IPv4-mapped form, as GoBGP sends). An explicit next hop of the
-    /// other family is not sent.
-    pub next_hop: Option<IpAddr>,
-    /// RFC 1997 communities, `(asn << 16) | value`.
-    pub communities: Vec<u32>,
-    /// RFC 8092 large communities (global admin, local data 1, local data 2).
-    pub large_communities: Vec<(u32, u32, u32)>,
-    pub med: Option<u32>,
-    /// Sent to iBGP peers only ([`DEFAULT_LOCAL_PREF`] when unset).
-    pub local_pref: Option<u32>,
-    /// ASNs placed after our own ASN in the AS_PATH toward eBGP peers (export-policy prepend).
-    pub as_path_prepend: Vec<u32>,
-}
-
-impl LocalRoute {
-    /// A route with an explicit next hop and no communities, MED or LOCAL_PREF.
-    pub fn new(prefix: Prefix, next_hop: IpAddr) -> Self {
-        Self {
-            next_hop: Some(next_hop),
-            ..Self::originated(prefix)
-        }
-    }
-
-    /// A route with next-hop-self and no other attributes.
-    pub fn originated(prefix: Prefix) -> Self {
-        Self {
-            prefix,
-            next_hop: None,
-            communities: Vec::new(),
-            large_communities: Vec::new(),
-            med: None,
-            local_pref: None,
-            as_path_prepend: Vec::new(),
-        }
-    }
-
-    /// The family and everything but the prefix: routes with equal keys share one UPDATE.
-    fn attribute_key(&self) -> impl Ord + '_ {
-        (
-            matches!(self.prefix, Prefix::V6(_)),
-            self.next_hop,
-            &self.communities,
-            &self.large_communities,
-            self.med,
-            self.local_pref,
-            &self.as_path_prepend,
-        )
-    }
-}
-
-/// A route learned from the peer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReceivedRoute {
-    pub prefix: Prefix,
-    pub next_hop: Option<IpAddr>,
-    pub as_path: AsPath,
-    pub communities: Vec<u32>,
-    pub large_communities: Vec<LargeCommunity>,
-    pub med: Option<u32>,
-    pub local_pref: Option<u32>,
-    /// Kept from before a peer restart (RFC 4724), until its End-of-RIB or the restart time.
-    pub stale: bool,
-}
-
-/// The routes learned from one peer, shared between its session task and readers.
-pub type ReceivedRib = Arc<Mutex<HashMap<Prefix, ReceivedRoute>>>;
-
-fn lock(rib: &ReceivedRib) -> MutexGuard<'_, HashMap<Prefix, ReceivedRoute>> {
-    rib.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 /// What the session is doing, published on every change.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -14,7 +14,7 @@ use std::net::IpAddr;
 
 use regex::Regex;
 
-use crate::driver::LocalRoute;
+use crate::rib::LocalRoute;
 use crate::wire::Prefix;
 
 /// An IP prefix used in sets and dynamic-neighbour ranges (host bits allowed and ignored).

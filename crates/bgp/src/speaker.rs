@@ -24,12 +24,10 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::driver::{
-    AdjRibOut, LocalRoute, ReceivedRoute, SessionHandle, SessionOptions, SessionStatus, family_of,
-    spawn_session_with,
-};
+use crate::driver::{SessionHandle, SessionOptions, SessionStatus, family_of, spawn_session_with};
 use crate::fsm::{GracefulRestartConfig, SessionConfig, State};
 use crate::policy::{ExportPolicy, IpNet, PolicyConfig, PolicyError, PolicySet};
+use crate::rib::{AdjRibOut, LocalRoute, ReceivedRoute};
 use crate::transport::{MD5_MAX_KEY_LEN, set_md5, set_md5_prefix, set_v6_only};
 use crate::wire::{AfiSafi, Prefix};
 

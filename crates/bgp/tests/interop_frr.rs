@@ -6,7 +6,8 @@ mod common;
 
 use common::*;
 
-use purelb_bgp::driver::{LocalRoute, spawn_session};
+use purelb_bgp::driver::spawn_session;
+use purelb_bgp::rib::LocalRoute;
 use testbed::netlab::{require_root, wait_until};
 
 const FRR_CONF: &str = "frr defaults traditional\n\

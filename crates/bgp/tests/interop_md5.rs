@@ -5,8 +5,9 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use purelb_bgp::driver::{LocalRoute, SessionOptions, spawn_session_with};
+use purelb_bgp::driver::{SessionOptions, spawn_session_with};
 use purelb_bgp::fsm::{SessionConfig, State};
+use purelb_bgp::rib::LocalRoute;
 use purelb_bgp::wire::{Ipv4Prefix, Prefix};
 use testbed::netlab::{Lab, LinkSpec, require_root};
 

@@ -8,11 +8,11 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use common::*;
-use purelb_bgp::driver::LocalRoute;
 use purelb_bgp::fsm::{GracefulRestartConfig, State};
 use purelb_bgp::policy::{
     Actions, CommunityAction, CommunityOp, Conditions, ExportPolicy, IpNet, RouteAction, Statement,
 };
+use purelb_bgp::rib::LocalRoute;
 use purelb_bgp::speaker::{DynamicNeighbors, NeighborConfig, PeerStatus, Speaker, SpeakerConfig};
 use purelb_bgp::wire::{Ipv4Prefix, Prefix};
 use testbed::netlab::{Frr, LinkSpec, Ns, require_root, wait_until};

@@ -5,12 +5,12 @@
 use std::net::{IpAddr, Ipv4Addr, TcpListener};
 use std::time::Duration;
 
-use purelb_bgp::driver::LocalRoute;
 use purelb_bgp::fsm::State;
 use purelb_bgp::policy::{
     Actions, CommunityAction, CommunityOp, Conditions, ExportPolicy, IpNet, RouteAction,
     SetCondition, Statement,
 };
+use purelb_bgp::rib::LocalRoute;
 use purelb_bgp::speaker::{
     DynamicNeighbors, NeighborConfig, PeerStatus, Speaker, SpeakerConfig, SpeakerError,
 };

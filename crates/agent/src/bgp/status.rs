@@ -11,8 +11,8 @@ use purelb_api::crd::bgp_node_status::{
     BGPNodeStatusStatus, ExportRuleStatus, ExportedRoute, ImportedAddress, InterfaceStatus,
     NeighborStatus, NetlinkExportStatus, NetlinkImportStatus, RibRoute,
 };
-use purelb_bgp::driver::ReceivedRoute;
 use purelb_bgp::fsm::State;
+use purelb_bgp::rib::ReceivedRoute;
 use purelb_bgp::speaker::SpeakerStatus;
 use purelb_bgp::wire::Prefix;
 
@@ -433,7 +433,7 @@ pub fn jitter(node: &str, heartbeat: Duration) -> Duration {
 mod tests {
     use super::*;
     use crate::bgp::config::{ExportSettings, ImportSettings, RouterIdSource};
-    use purelb_bgp::driver::LocalRoute;
+    use purelb_bgp::rib::LocalRoute;
     use purelb_bgp::speaker::{PeerStatus, RouteStatus, SpeakerConfig};
     use purelb_bgp::wire::Ipv4Prefix;
     use std::net::Ipv4Addr;

@@ -32,7 +32,7 @@ use clap::Parser;
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
-use purelb_bgp::driver::LocalRoute;
+use purelb_bgp::rib::LocalRoute;
 use purelb_bgp::speaker::Speaker;
 use purelb_bgp::wire::{Ipv4Prefix, Ipv6Prefix, Prefix};
 

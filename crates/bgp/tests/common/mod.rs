@@ -11,8 +11,8 @@ use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use purelb_bgp::driver::LocalRoute;
 use purelb_bgp::fsm::SessionConfig;
+use purelb_bgp::rib::LocalRoute;
 use purelb_bgp::wire::{Ipv4Prefix, Ipv6Prefix, Prefix};
 use testbed::netlab::{Lab, LinkSpec, Ns};
 

@@ -40,12 +40,11 @@
 //! - Next hops that are missing, of the other family (RFC 8950), unspecified, loopback,
 //!   multicast or IPv6 link-local (it would need the session's interface) are not used.
 
-use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::IpAddr;
 
-use purelb_bgp::driver::ReceivedRoute;
-use purelb_bgp::wire::{AsPath, AsSegmentType, Prefix};
+use purelb_bgp::rib::{ReceivedRoute, path_rank};
+use purelb_bgp::wire::Prefix;
 
 use crate::bgp::config::{ExportRule, ExportSettings};
 use crate::kernel::{KernelRoute, RouteKey, TABLE_MAIN, effective_metric, normalize_table};
@@ -151,19 +150,6 @@ pub fn rule_matches(rule: &ExportRule, route: &ReceivedRoute) -> bool {
                 .iter()
                 .any(|lc| lc.global_admin == ga && lc.local_data1 == l1 && lc.local_data2 == l2)
         })
-}
-
-/// AS_PATH length as in RFC 4271 section 9.1.2.2: an AS_SET counts one, confederation
-/// segments none.
-pub fn as_path_len(path: &AsPath) -> usize {
-    path.segments
-        .iter()
-        .map(|s| match s.kind {
-            AsSegmentType::Sequence => s.asns.len(),
-            AsSegmentType::Set => 1,
-            AsSegmentType::ConfedSequence | AsSegmentType::ConfedSet => 0,
-        })
-        .sum()
 }
 
 fn prefix_parts(prefix: &Prefix) -> (IpAddr, u8) {
@@ -286,12 +272,7 @@ where
             }
             .normalized()
         };
-        let rank = |c: &Candidate<'_>| {
-            (
-                Reverse(c.route.local_pref.unwrap_or(100)),
-                as_path_len(&c.route.as_path),
-            )
-        };
+        let rank = |c: &Candidate<'_>| path_rank(c.route);
         match usable.iter().map(|(c, _)| rank(c)).min() {
             Some(best) => {
                 let gateways = usable
@@ -387,7 +368,7 @@ impl NextHopFilter {
 mod tests {
     use super::*;
     use crate::kernel::IPV6_DEFAULT_METRIC;
-    use purelb_bgp::wire::{AsSegment, Ipv4Prefix, Ipv6Prefix, LargeCommunity};
+    use purelb_bgp::wire::{AsPath, Ipv4Prefix, Ipv6Prefix, LargeCommunity};
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
@@ -598,27 +579,6 @@ mod tests {
             desired_routes(&s, &rx, all_ok)[0].gateways,
             vec![ip("198.51.100.1")]
         );
-    }
-
-    #[test]
-    fn as_path_length_counts_sets_once_and_confederations_not() {
-        let path = AsPath {
-            segments: vec![
-                AsSegment {
-                    kind: AsSegmentType::Sequence,
-                    asns: vec![1, 2],
-                },
-                AsSegment {
-                    kind: AsSegmentType::Set,
-                    asns: vec![3, 4, 5],
-                },
-                AsSegment {
-                    kind: AsSegmentType::ConfedSequence,
-                    asns: vec![6],
-                },
-            ],
-        };
-        assert_eq!(as_path_len(&path), 3);
     }
 
     #[test]

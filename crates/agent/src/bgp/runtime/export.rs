@@ -8,7 +8,7 @@ impl BgpAgent {
     pub(super) async fn sync_export(
         &mut self,
         mapped: &MappedConfig,
-        received: &[(IpAddr, purelb_bgp::driver::ReceivedRoute)],
+        received: &[(IpAddr, purelb_bgp::rib::ReceivedRoute)],
     ) {
         if !mapped.export.enabled && self.exporter.is_none() {
             return;

@@ -13,12 +13,12 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
-use purelb_bgp::driver::LocalRoute;
 use purelb_bgp::fsm::GracefulRestartConfig;
 use purelb_bgp::policy::{
     Actions, CommunityAction, CommunityOp, Conditions, ExportPolicy, IpNet, MatchKind, MedAction,
     PolicyConfig, RouteAction, SetCondition, Statement, parse_community, parse_large_community,
 };
+use purelb_bgp::rib::LocalRoute;
 use purelb_bgp::speaker::{BGP_PORT, DynamicNeighbors, NeighborConfig, SpeakerConfig};
 use purelb_bgp::wire::{AfiSafi, Ipv4Prefix, Ipv6Prefix, Prefix};
 
