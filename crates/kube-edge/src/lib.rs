@@ -13,4 +13,4 @@ pub mod retry;
 pub mod setup;
 mod watch;
 
-pub use watch::watch;
+pub use watch::{Watched, Watches, watch};

@@ -1,10 +1,15 @@
-//! A reflector-backed watch whose events are forwarded to a component's input channel.
+//! Reflector-backed watches whose events are forwarded to a component's input channel.
+
+use std::fmt::Debug;
 
 use futures::StreamExt;
 use kube::api::Api;
+use kube::core::NamespaceResourceScope;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher::{self, Event};
+use kube::{Client, Resource};
+use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 
 /// Runs a reflector for `api` (with `config`) and sends each of its events, wrapped by `wrap`,
@@ -17,13 +22,7 @@ pub fn watch<K, M>(
     wrap: fn(Event<K>) -> M,
 ) -> Store<K>
 where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
+    K: Watched + 'static,
     M: Send + 'static,
 {
     let (reader, writer) = reflector::store();
@@ -42,4 +41,50 @@ where
         }
     });
     reader
+}
+
+/// Bounds of a kind [`watch`] can follow.
+pub trait Watched:
+    Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync
+{
+}
+
+impl<K> Watched for K where
+    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync
+{
+}
+
+/// The watches of one component, all feeding the same input channel.
+pub struct Watches<M> {
+    client: Client,
+    tx: mpsc::UnboundedSender<M>,
+}
+
+impl<M: Send + 'static> Watches<M> {
+    pub fn new(client: Client, tx: mpsc::UnboundedSender<M>) -> Self {
+        Self { client, tx }
+    }
+
+    /// Objects of kind `K` across the cluster, as `config` selects them.
+    pub fn all<K: Watched + 'static>(
+        &self,
+        config: watcher::Config,
+        wrap: fn(Event<K>) -> M,
+    ) -> Store<K> {
+        watch(Api::all(self.client.clone()), config, self.tx.clone(), wrap)
+    }
+
+    /// Objects of kind `K` in `namespace`, as `config` selects them.
+    pub fn namespaced<K>(
+        &self,
+        namespace: &str,
+        config: watcher::Config,
+        wrap: fn(Event<K>) -> M,
+    ) -> Store<K>
+    where
+        K: Watched + Resource<Scope = NamespaceResourceScope> + 'static,
+    {
+        let api = Api::namespaced(self.client.clone(), namespace);
+        watch(api, config, self.tx.clone(), wrap)
+    }
 }

@@ -20,17 +20,16 @@ use std::sync::Arc;
 
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Service;
-use kube::api::Api;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher::{self, Event};
 use kube::{Client, Resource, ResourceExt};
 use purelb_api::crd::ServiceGroup;
+use purelb_kube_edge::Watches;
 use purelb_kube_edge::echoes::WriteEchoes;
 use purelb_kube_edge::events::EventSink;
 use purelb_kube_edge::http::Health;
 use purelb_kube_edge::queue::WorkQueue;
 use purelb_kube_edge::retry::Retries;
-use purelb_kube_edge::watch;
 use tokio::sync::mpsc;
 
 use crate::ipam::{Ipam, Outcome};
@@ -123,27 +122,17 @@ impl Controller {
         leadership: Leadership,
     ) -> Result<(), Error> {
         let (tx, mut inputs) = mpsc::unbounded_channel();
-        let services = watch(
-            Api::<Service>::all(client.clone()),
-            watcher::Config::default(),
-            tx.clone(),
-            |event| Input::Service(Box::new(event)),
-        );
-        let groups = watch(
-            Api::<ServiceGroup>::all(client.clone()),
-            watcher::Config::default(),
-            tx.clone(),
-            |event| Input::Group(Box::new(event)),
-        );
-        let leases = settings.namespace.as_deref().map(|ns| {
-            let config = watcher::Config::default();
-            watch(
-                Api::<Lease>::namespaced(client.clone(), ns),
-                config,
-                tx.clone(),
-                |_| Input::Lease,
-            )
+        let watches = Watches::new(client.clone(), tx.clone());
+        let services = watches.all(watcher::Config::default(), |event| {
+            Input::Service(Box::new(event))
         });
+        let groups = watches.all(watcher::Config::default(), |event| {
+            Input::Group(Box::new(event))
+        });
+        let leases: Option<Store<Lease>> = settings
+            .namespace
+            .as_deref()
+            .map(|ns| watches.namespaced(ns, watcher::Config::default(), |_| Input::Lease));
         let events = EventSink::spawn(client.clone(), groups::FIELD_MANAGER, None);
         let status = groups::StatusSink::spawn(client.clone(), metrics.clone());
         let mut controller = Controller {

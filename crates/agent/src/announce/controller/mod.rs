@@ -32,12 +32,12 @@ use kube::{Client, Resource, ResourceExt};
 use purelb_api::annotations;
 use purelb_api::crd::{LBNodeAgent, ServiceGroup};
 use purelb_api::pool::Cidr;
+use purelb_kube_edge::Watches;
 use purelb_kube_edge::echoes::WriteEchoes;
 use purelb_kube_edge::events::EventSink;
 use purelb_kube_edge::http::Health;
 use purelb_kube_edge::queue::WorkQueue;
 use purelb_kube_edge::retry::Retries;
-use purelb_kube_edge::watch;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -160,36 +160,18 @@ impl Controller {
         shutdown: impl std::future::Future<Output = ()>,
     ) -> Result<(), Error> {
         let (tx, mut inputs) = mpsc::unbounded_channel();
-        let services = watch(
-            Api::<Service>::all(client.clone()),
-            watcher::Config::default(),
-            tx.clone(),
-            |e| Input::Service(Box::new(e)),
-        );
-        let slices = watch(
-            Api::<EndpointSlice>::all(client.clone()),
-            watcher::Config::default().labels(SERVICE_NAME_LABEL),
-            tx.clone(),
-            |e| Input::Slice(Box::new(e)),
-        );
-        let agents = watch(
-            Api::<LBNodeAgent>::all(client.clone()),
-            watcher::Config::default(),
-            tx.clone(),
-            |_| Input::Agents,
-        );
-        let groups = watch(
-            Api::<ServiceGroup>::namespaced(client.clone(), &settings.namespace),
-            watcher::Config::default(),
-            tx.clone(),
-            |_| Input::Groups,
-        );
-        let nodes = watch(
-            Api::<Node>::all(client.clone()),
-            watcher::Config::default().fields(&format!("metadata.name={}", settings.node)),
-            tx.clone(),
-            |_| Input::Node,
-        );
+        let watches = Watches::new(client.clone(), tx.clone());
+        let services = watches.all(watcher::Config::default(), |e| Input::Service(Box::new(e)));
+        let slice_config = watcher::Config::default().labels(SERVICE_NAME_LABEL);
+        let slices = watches.all(slice_config, |e| Input::Slice(Box::new(e)));
+        let agents: Store<LBNodeAgent> = watches.all(watcher::Config::default(), |_| Input::Agents);
+        let groups: Store<ServiceGroup> =
+            watches.namespaced(&settings.namespace, watcher::Config::default(), |_| {
+                Input::Groups
+            });
+        let node_config =
+            watcher::Config::default().fields(&format!("metadata.name={}", settings.node));
+        let nodes: Store<Node> = watches.all(node_config, |_| Input::Node);
         spawn_kernel_watch(tx.clone()).await?;
         let _ = agents.wait_until_ready().await;
         let _ = groups.wait_until_ready().await;

@@ -28,8 +28,8 @@ use purelb_bgp::fsm::State;
 use purelb_bgp::rib::LocalRoute;
 use purelb_bgp::speaker::Speaker;
 use purelb_bgp::wire::{Ipv4Prefix, Ipv6Prefix, Prefix};
+use purelb_kube_edge::Watches;
 use purelb_kube_edge::events::EventSink;
-use purelb_kube_edge::watch;
 use serde_json::json;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -70,24 +70,13 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let (tx, mut changes) = mpsc::unbounded_channel::<()>();
-    let configs: Store<BGPConfiguration> = watch(
-        Api::namespaced(client.clone(), &options.namespace),
-        watcher::Config::default(),
-        tx.clone(),
-        |_| (),
-    );
-    let secrets: Store<Secret> = watch(
-        Api::namespaced(client.clone(), &options.namespace),
-        watcher::Config::default(),
-        tx.clone(),
-        |_| (),
-    );
-    let nodes: Store<Node> = watch(
-        Api::all(client.clone()),
-        watcher::Config::default().fields(&format!("metadata.name={}", options.node)),
-        tx,
-        |_| (),
-    );
+    let watches = Watches::new(client.clone(), tx);
+    let configs: Store<BGPConfiguration> =
+        watches.namespaced(&options.namespace, watcher::Config::default(), |_| ());
+    let secrets: Store<Secret> =
+        watches.namespaced(&options.namespace, watcher::Config::default(), |_| ());
+    let node_config = watcher::Config::default().fields(&format!("metadata.name={}", options.node));
+    let nodes: Store<Node> = watches.all(node_config, |_| ());
     let mut agent = BgpAgent {
         client,
         options,
