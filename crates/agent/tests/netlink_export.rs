@@ -3,13 +3,14 @@
 //! filter feeds the pure planner. Needs root (skipped without it, failing under CI=true).
 
 use anyhow::{Context, Result};
+use ipnet::IpNet;
 use purelb_agent::bgp::config::{ExportRule, ExportSettings};
 use purelb_agent::bgp::export::{
     ExportAction, ExportReport, KernelRoute, NetlinkExporter, RTPROT_BGP, plan_export,
 };
 use purelb_agent::kernel::Kernel;
 use purelb_bgp::rib::ReceivedRoute;
-use purelb_bgp::wire::{AsPath, Ipv4Prefix, Ipv6Prefix, Prefix};
+use purelb_bgp::wire::{AsPath, Prefix};
 use serde_json::Value;
 use std::net::IpAddr;
 use testbed::netlab::{Lab, LinkSpec, Ns, require_root};
@@ -97,8 +98,7 @@ fn ours(ns: &Ns) -> Result<Vec<Seen>> {
 
 fn v4(prefix: &str, len: u8, gws: &[&str], table: u32, metric: u32) -> KernelRoute {
     KernelRoute {
-        prefix: ip(prefix),
-        prefix_len: len,
+        destination: IpNet::new(ip(prefix), len).expect("prefix length"),
         gateways: gws.iter().map(|g| ip(g)).collect(),
         table,
         metric,
@@ -158,8 +158,7 @@ fn sync_installs_replaces_removes_and_clears_only_ours() -> Result<()> {
     let foreign = seen("203.0.113.0/24", "300", 0, &["198.51.100.1"]);
 
     let v6 = KernelRoute {
-        prefix: ip("2001:db8:ff::"),
-        prefix_len: 48,
+        destination: "2001:db8:ff::/48".parse().expect("prefix"),
         gateways: vec![ip("2001:db8:1::1")],
         table: 0,
         metric: 20,
@@ -336,22 +335,8 @@ fn big_table_ids_and_protocol_change() -> Result<()> {
 }
 
 fn received(prefix: &str, next_hop: &str) -> ReceivedRoute {
-    let (addr, len) = prefix.split_once('/').expect("prefix/len");
-    let len: u8 = len.parse().expect("len");
-    let prefix = match ip(addr) {
-        IpAddr::V4(a) => Prefix::V4(Ipv4Prefix::new(a, len).expect("v4 prefix")),
-        IpAddr::V6(a) => Prefix::V6(Ipv6Prefix::new(a, len).expect("v6 prefix")),
-    };
-    ReceivedRoute {
-        prefix,
-        next_hop: Some(ip(next_hop)),
-        as_path: AsPath::sequence(vec![65001]),
-        communities: Vec::new(),
-        large_communities: Vec::new(),
-        med: None,
-        local_pref: None,
-        stale: false,
-    }
+    let prefix = Prefix::of(prefix.parse().expect("prefix/len"));
+    ReceivedRoute::new(prefix, Some(ip(next_hop)), AsPath::sequence(vec![65001]))
 }
 
 #[test]

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 
 use sha2::{Digest, Sha256};
 
-use crate::pool::Cidr;
+use crate::pool::{IpNet, Network};
 
 /// The string hashed with each node name: the IP as Go's `net.IP.String()`
 /// prints it. Rust's `Display` agrees once a mapped address is unmapped
@@ -70,7 +70,7 @@ pub fn winner_with_preference<'a, P: AsRef<str>>(
 /// snapshot every election question is answered from.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Electorate {
-    nodes: BTreeMap<String, BTreeSet<Cidr>>,
+    nodes: BTreeMap<String, BTreeSet<IpNet>>,
 }
 
 impl Electorate {
@@ -80,7 +80,7 @@ impl Electorate {
 
     /// Adds a live node (a node without subnets is live but never a candidate
     /// for an IP). Repeated nodes merge their subnets.
-    pub fn insert(&mut self, node: impl Into<String>, subnets: impl IntoIterator<Item = Cidr>) {
+    pub fn insert(&mut self, node: impl Into<String>, subnets: impl IntoIterator<Item = IpNet>) {
         self.nodes.entry(node.into()).or_default().extend(subnets);
     }
 
@@ -97,7 +97,7 @@ impl Electorate {
     pub fn covers(&self, node: &str, ip: IpAddr) -> bool {
         self.nodes
             .get(node)
-            .is_some_and(|subnets| subnets.iter().any(|s| s.contains(ip)))
+            .is_some_and(|subnets| subnets.iter().any(|s| s.holds(ip)))
     }
 
     /// Live nodes with any advertised subnet containing `ip`, sorted. No
@@ -125,7 +125,7 @@ impl Electorate {
     }
 }
 
-impl<N: Into<String>, S: IntoIterator<Item = Cidr>> FromIterator<(N, S)> for Electorate {
+impl<N: Into<String>, S: IntoIterator<Item = IpNet>> FromIterator<(N, S)> for Electorate {
     fn from_iter<I: IntoIterator<Item = (N, S)>>(iter: I) -> Self {
         let mut electorate = Self::new();
         for (node, subnets) in iter {
@@ -138,13 +138,14 @@ impl<N: Into<String>, S: IntoIterator<Item = Cidr>> FromIterator<(N, S)> for Ele
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pool::parse_cidr;
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
     }
 
-    fn cidrs(list: &[&str]) -> Vec<Cidr> {
-        list.iter().map(|s| Cidr::parse(s).unwrap()).collect()
+    fn cidrs(list: &[&str]) -> Vec<IpNet> {
+        list.iter().map(|s| parse_cidr(s).unwrap()).collect()
     }
 
     // printf 'node-a#192.168.1.1' | sha256sum  -> e8c94782...

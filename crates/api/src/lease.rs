@@ -4,7 +4,7 @@
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::jiff::Timestamp;
 
-use crate::pool::Cidr;
+use crate::pool::{IpNet, parse_cidr};
 
 /// Prefix of every node lease name; the node name follows.
 pub const NAME_PREFIX: &str = "purelb-node-";
@@ -35,7 +35,7 @@ pub fn node_name(lease_name: &str) -> Option<&str> {
 
 /// The annotation value for `subnets`: canonical CIDRs, sorted as strings
 /// (Go's `sort.Strings`), deduplicated, comma-joined.
-pub fn encode_subnets(subnets: impl IntoIterator<Item = Cidr>) -> String {
+pub fn encode_subnets(subnets: impl IntoIterator<Item = IpNet>) -> String {
     let mut spelled: Vec<String> = subnets.into_iter().map(|s| s.to_string()).collect();
     spelled.sort();
     spelled.dedup();
@@ -47,7 +47,7 @@ pub fn encode_subnets(subnets: impl IntoIterator<Item = Cidr>) -> String {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct AdvertisedSubnet {
     spelling: String,
-    cidr: Cidr,
+    cidr: IpNet,
 }
 
 impl AdvertisedSubnet {
@@ -55,7 +55,7 @@ impl AdvertisedSubnet {
         &self.spelling
     }
 
-    pub fn cidr(&self) -> Cidr {
+    pub fn cidr(&self) -> IpNet {
         self.cidr
     }
 }
@@ -67,7 +67,7 @@ pub fn decode_subnets(value: &str) -> Vec<AdvertisedSubnet> {
     value
         .split(',')
         .filter_map(|entry| {
-            Cidr::parse(entry).ok().map(|cidr| AdvertisedSubnet {
+            parse_cidr(entry).ok().map(|cidr| AdvertisedSubnet {
                 spelling: entry.to_owned(),
                 cidr,
             })
@@ -116,8 +116,8 @@ mod tests {
 
     use super::*;
 
-    fn cidr(s: &str) -> Cidr {
-        Cidr::parse(s).unwrap()
+    fn cidr(s: &str) -> IpNet {
+        parse_cidr(s).unwrap()
     }
 
     #[test]

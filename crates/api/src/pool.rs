@@ -1,13 +1,16 @@
 //! Address pools: the `pool`/`subnet`/`aggregation` strings of a ServiceGroup
-//! `AddressPool` and the `Cidr` type shared with the election
-//! and the Lease contract.
+//! `AddressPool`, and networks ([`IpNet`], the prefix type every PureLB crate uses) as Go
+//! reads them, shared with the election and the Lease contract.
 //!
 //! IPv4-mapped addresses (`::ffff:a.b.c.d`) count as IPv4 and come out
 //! unmapped, as with Go's `net.IP`, so Go and Rust agents agree on them.
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv6Addr};
+
 use std::str::FromStr;
+
+pub use ipnet::IpNet;
 
 /// An address family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -57,93 +60,56 @@ pub enum CidrError {
     PrefixTooLong { prefix_len: u8, family: IpFamily },
 }
 
-/// A network: address with the host bits cleared, plus prefix length.
-/// Displays like Go's `net.IPNet`: `192.168.1.0/24`, `fd53:9ef0:8683::/120`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Cidr {
-    network: IpAddr,
-    prefix_len: u8,
-}
-
-impl Cidr {
-    /// The network of `addr` with `prefix_len` bits (host bits cleared). The
-    /// length counts in `addr`'s own width, as in Go: an IPv6 network that
-    /// comes out IPv4-mapped (`::ffff:1.2.3.0/120`) is that IPv4 network
-    /// (`1.2.3.0/24`), which is how Go's `net.IPNet` treats it.
-    pub fn new(addr: IpAddr, prefix_len: u8) -> Result<Self, CidrError> {
-        let family = match addr {
-            IpAddr::V4(_) => IpFamily::V4,
-            IpAddr::V6(_) => IpFamily::V6,
-        };
-        if prefix_len > family.bits() {
-            return Err(CidrError::PrefixTooLong { prefix_len, family });
-        }
-        let bits = to_bits(addr) & network_mask(family, prefix_len);
-        let network = from_bits(family, bits).unwrap_or(addr);
-        let unmapped = network.to_canonical();
-        if unmapped == network {
-            Ok(Self {
-                network,
-                prefix_len,
-            })
-        } else {
-            Ok(Self {
-                network: unmapped,
-                prefix_len: prefix_len.saturating_sub(96),
-            })
-        }
-    }
-
-    /// Parses `addr/len` like Go's `net.ParseCIDR`: no whitespace, no zone,
-    /// decimal length (leading zeros allowed); host bits are cleared, so
-    /// `192.168.1.5/24` is `192.168.1.0/24` (see [`Cidr::new`] for mapped ones).
-    pub fn parse(s: &str) -> Result<Self, CidrError> {
-        let (addr, prefix_len) = parse_cidr_parts(s)?;
-        Self::new(addr, prefix_len).map_err(|_| CidrError::Invalid(s.to_owned()))
-    }
-
-    /// The network address (host bits zero).
-    pub fn network(&self) -> IpAddr {
-        self.network
-    }
-
-    pub fn prefix_len(&self) -> u8 {
-        self.prefix_len
-    }
-
-    pub fn family(&self) -> IpFamily {
-        IpFamily::of(self.network)
-    }
-
+/// A network as Go's `net.IPNet` reads it, on the shared prefix type [`IpNet`].
+pub trait Network {
+    /// The family of the network address.
+    fn family(&self) -> IpFamily;
     /// The highest address in the network (the IPv4 broadcast address).
-    pub fn last(&self) -> IpAddr {
-        let family = self.family();
-        let bits =
-            to_bits(self.network) | (!network_mask(family, self.prefix_len) & max_bits(family));
-        from_bits(family, bits).unwrap_or(self.network)
-    }
-
+    fn last(&self) -> IpAddr;
     /// Whether `ip` (unmapped first) lies in this network; never across families.
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = ip.to_canonical();
-        let family = self.family();
-        IpFamily::of(ip) == family
-            && to_bits(ip) & network_mask(family, self.prefix_len) == to_bits(self.network)
+    fn holds(&self, ip: IpAddr) -> bool;
+}
+
+impl Network for IpNet {
+    fn family(&self) -> IpFamily {
+        IpFamily::of(self.network())
+    }
+
+    fn last(&self) -> IpAddr {
+        self.broadcast()
+    }
+
+    fn holds(&self, ip: IpAddr) -> bool {
+        self.contains(&ip.to_canonical())
     }
 }
 
-impl FromStr for Cidr {
-    type Err = CidrError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::parse(s)
+/// The network of `addr` with `prefix_len` bits (host bits cleared). The length counts in
+/// `addr`'s own width, as in Go: an IPv6 network that comes out IPv4-mapped
+/// (`::ffff:1.2.3.0/120`) is that IPv4 network (`1.2.3.0/24`), which is how Go's `net.IPNet`
+/// treats it. Displays like Go's `net.IPNet`: `192.168.1.0/24`, `fd53:9ef0:8683::/120`.
+pub fn network_of(addr: IpAddr, prefix_len: u8) -> Result<IpNet, CidrError> {
+    let family = match addr {
+        IpAddr::V4(_) => IpFamily::V4,
+        IpAddr::V6(_) => IpFamily::V6,
+    };
+    let too_long = CidrError::PrefixTooLong { prefix_len, family };
+    let network = IpNet::new(addr, prefix_len)
+        .map_err(|_| too_long.clone())?
+        .trunc();
+    let unmapped = network.network().to_canonical();
+    if unmapped == network.network() {
+        return Ok(network);
     }
+    IpNet::new(unmapped, prefix_len.saturating_sub(96)).map_err(|_| too_long)
 }
 
-impl fmt::Display for Cidr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.network, self.prefix_len)
-    }
+/// Parses `addr/len` like Go's `net.ParseCIDR`: no whitespace, no zone, decimal length
+/// (leading zeros allowed); host bits are cleared, so `192.168.1.5/24` is `192.168.1.0/24`
+/// (see [`network_of`] for mapped ones).
+pub fn parse_cidr(s: &str) -> Result<IpNet, CidrError> {
+    let (addr, prefix_len) = parse_cidr_parts(s)?;
+    network_of(addr, prefix_len).map_err(|_| CidrError::Invalid(s.to_owned()))
 }
 
 /// Why a pool, range or aggregation string was rejected. Messages follow
@@ -161,7 +127,7 @@ pub enum PoolError {
     #[error("invalid IP range {range:?}: start is after end")]
     Reversed { range: String },
     #[error("{} range {range} not contained by network {subnet}", upper_family(.range))]
-    NotContained { range: AddressRange, subnet: Cidr },
+    NotContained { range: AddressRange, subnet: IpNet },
     #[error("invalid aggregation {0:?}: want \"default\" or \"/N\"")]
     InvalidAggregation(String),
     #[error("aggregation {aggregation:?} is longer than {family} allows")]
@@ -230,7 +196,7 @@ impl AddressRange {
             return Self::new(first, last).map_err(family_or_order);
         }
         let (addr, prefix_len) = parse_cidr_parts(s)?;
-        let network = Cidr::new(addr, prefix_len).map_err(|_| CidrError::Invalid(s.to_owned()))?;
+        let network = network_of(addr, prefix_len).map_err(|_| CidrError::Invalid(s.to_owned()))?;
         // The ends differ in family only if one is IPv4-mapped: a mapped address
         // under a short prefix (`::ffff:1.2.3.4/64`), or a network ending in the
         // mapped block (`::/80`). Go fails such pools too, at the subnet check.
@@ -257,8 +223,8 @@ impl AddressRange {
     }
 
     /// Whether both ends lie in `network`.
-    pub fn is_within(&self, network: &Cidr) -> bool {
-        network.contains(self.first) && network.contains(self.last)
+    pub fn is_within(&self, network: &IpNet) -> bool {
+        network.holds(self.first) && network.holds(self.last)
     }
 
     /// The offset of the last address: exact for every range, including `::/0`.
@@ -303,7 +269,7 @@ impl fmt::Display for AddressRange {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolRange {
     addresses: AddressRange,
-    subnet: Cidr,
+    subnet: IpNet,
     pool_spec: String,
     subnet_spec: String,
     aggregation: String,
@@ -315,7 +281,7 @@ impl PoolRange {
     /// announce time, and local pools never use it.
     pub fn parse(pool: &str, subnet: &str, aggregation: Option<&str>) -> Result<Self, PoolError> {
         let addresses = AddressRange::parse(pool)?;
-        let subnet_cidr = Cidr::parse(subnet)?;
+        let subnet_cidr = parse_cidr(subnet)?;
         if !addresses.is_within(&subnet_cidr) {
             return Err(PoolError::NotContained {
                 range: addresses,
@@ -335,7 +301,7 @@ impl PoolRange {
         &self.addresses
     }
 
-    pub fn subnet(&self) -> &Cidr {
+    pub fn subnet(&self) -> &IpNet {
         &self.subnet
     }
 
@@ -418,42 +384,11 @@ fn parse_prefix_len(digits: &str, max: u8) -> Option<u8> {
     u8::try_from(value).ok()
 }
 
-fn max_bits(family: IpFamily) -> u128 {
-    match family {
-        IpFamily::V4 => u128::from(u32::MAX),
-        IpFamily::V6 => u128::MAX,
-    }
-}
-
-/// The netmask as an integer; `prefix_len` is clamped to the family width.
-fn network_mask(family: IpFamily, prefix_len: u8) -> u128 {
-    let host_bits = u32::from(family.bits().saturating_sub(prefix_len));
-    max_bits(family)
-        .checked_shl(host_bits)
-        .map_or(0, |mask| mask & max_bits(family))
-}
-
 /// `ip` as a 128-bit number with IPv4 mapped, the order upstream ranges use.
 fn to_v6_bits(ip: IpAddr) -> u128 {
     match ip {
         IpAddr::V4(v4) => u128::from(v4.to_ipv6_mapped()),
         IpAddr::V6(v6) => u128::from(v6),
-    }
-}
-
-fn to_bits(ip: IpAddr) -> u128 {
-    match ip {
-        IpAddr::V4(v4) => u128::from(u32::from(v4)),
-        IpAddr::V6(v6) => u128::from(v6),
-    }
-}
-
-fn from_bits(family: IpFamily, bits: u128) -> Option<IpAddr> {
-    match family {
-        IpFamily::V4 => u32::try_from(bits)
-            .ok()
-            .map(|b| IpAddr::V4(Ipv4Addr::from(b))),
-        IpFamily::V6 => Some(IpAddr::V6(Ipv6Addr::from(bits))),
     }
 }
 
@@ -465,8 +400,8 @@ mod tests {
         s.parse().unwrap()
     }
 
-    fn cidr(s: &str) -> Cidr {
-        Cidr::parse(s).unwrap()
+    fn cidr(s: &str) -> IpNet {
+        parse_cidr(s).unwrap()
     }
 
     fn range(s: &str) -> AddressRange {
@@ -512,7 +447,7 @@ mod tests {
             "10.0.0.0-10.0.0.5/8",
         ] {
             assert!(
-                matches!(Cidr::parse(bad), Err(CidrError::Invalid(_))),
+                matches!(parse_cidr(bad), Err(CidrError::Invalid(_))),
                 "{bad:?}"
             );
         }
@@ -523,11 +458,11 @@ mod tests {
         // Go's net.ParseCIDR gives 1.2.3.0/24 here, and it contains 1.2.3.x.
         let mapped = cidr("::ffff:1.2.3.0/120");
         assert_eq!(mapped.to_string(), "1.2.3.0/24");
-        assert!(mapped.contains(ip("1.2.3.77")));
+        assert!(mapped.holds(ip("1.2.3.77")));
         assert_eq!(cidr("::ffff:0:0/96").to_string(), "0.0.0.0/0");
         // A shorter prefix masks the mapping away and leaves an IPv6 network.
         assert_eq!(cidr("::ffff:1.2.3.0/64").to_string(), "::/64");
-        assert!(!cidr("::ffff:1.2.3.0/64").contains(ip("1.2.3.0")));
+        assert!(!cidr("::ffff:1.2.3.0/64").holds(ip("1.2.3.0")));
         assert_eq!(cidr("::ffff:1.2.3.0/95").to_string(), "::fffe:0:0/95");
 
         let r = range("::ffff:1.2.3.0/120");
@@ -543,49 +478,49 @@ mod tests {
     #[test]
     fn cidr_new_clears_host_bits() {
         assert_eq!(
-            Cidr::new(ip("10.1.2.3"), 8).unwrap().to_string(),
+            network_of(ip("10.1.2.3"), 8).unwrap().to_string(),
             "10.0.0.0/8"
         );
         assert_eq!(
-            Cidr::new(ip("::ffff:10.1.2.3"), 104).unwrap().to_string(),
+            network_of(ip("::ffff:10.1.2.3"), 104).unwrap().to_string(),
             "10.0.0.0/8"
         );
         assert_eq!(
-            Cidr::new(ip("::ffff:10.1.2.3"), 8).unwrap().to_string(),
+            network_of(ip("::ffff:10.1.2.3"), 8).unwrap().to_string(),
             "::/8"
         );
         assert_eq!(
-            Cidr::new(ip("10.0.0.1"), 33),
+            network_of(ip("10.0.0.1"), 33),
             Err(CidrError::PrefixTooLong {
                 prefix_len: 33,
                 family: IpFamily::V4
             })
         );
-        assert!(Cidr::new(ip("::1"), 129).is_err());
-        assert_eq!(Cidr::new(ip("::1"), 128).unwrap().to_string(), "::1/128");
+        assert!(network_of(ip("::1"), 129).is_err());
+        assert_eq!(network_of(ip("::1"), 128).unwrap().to_string(), "::1/128");
     }
 
     #[test]
     fn cidr_contains() {
         let net = cidr("192.168.1.0/24");
-        assert!(net.contains(ip("192.168.1.0")));
-        assert!(net.contains(ip("192.168.1.255")));
-        assert!(net.contains(ip("::ffff:192.168.1.9")));
-        assert!(!net.contains(ip("192.168.2.0")));
-        assert!(!net.contains(ip("::")));
+        assert!(net.holds(ip("192.168.1.0")));
+        assert!(net.holds(ip("192.168.1.255")));
+        assert!(net.holds(ip("::ffff:192.168.1.9")));
+        assert!(!net.holds(ip("192.168.2.0")));
+        assert!(!net.holds(ip("::")));
 
         let all4 = cidr("0.0.0.0/0");
-        assert!(all4.contains(ip("255.255.255.255")));
-        assert!(!all4.contains(ip("::1")));
+        assert!(all4.holds(ip("255.255.255.255")));
+        assert!(!all4.holds(ip("::1")));
 
         let all6 = cidr("::/0");
-        assert!(all6.contains(ip("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff")));
+        assert!(all6.holds(ip("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff")));
         // Go turns a mapped address into IPv4 first, so no IPv6 network has it.
-        assert!(!all6.contains(ip("::ffff:1.2.3.4")));
+        assert!(!all6.holds(ip("::ffff:1.2.3.4")));
 
         let host = cidr("fd00::5/128");
-        assert!(host.contains(ip("fd00::5")));
-        assert!(!host.contains(ip("fd00::4")));
+        assert!(host.holds(ip("fd00::5")));
+        assert!(!host.holds(ip("fd00::4")));
         assert_eq!(host.last(), ip("fd00::5"));
         assert_eq!(cidr("10.0.0.0/8").last(), ip("10.255.255.255"));
         assert_eq!(cidr("0.0.0.0/0").last(), ip("255.255.255.255"));

@@ -14,63 +14,27 @@ use std::net::IpAddr;
 
 use regex::Regex;
 
+use ipnet::IpNet;
+
 use crate::rib::LocalRoute;
 use crate::wire::Prefix;
 
-/// An IP prefix used in sets and dynamic-neighbour ranges (host bits allowed and ignored).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct IpNet {
-    pub addr: IpAddr,
-    pub len: u8,
-}
-
-impl IpNet {
-    /// Parses `a.b.c.d/n` or `x::y/n`; a bare address is a host prefix.
-    pub fn parse(s: &str) -> Result<Self, PolicyError> {
-        let bad = || PolicyError::BadPrefix(s.to_string());
-        let (addr, len) = match s.split_once('/') {
-            Some((a, l)) => (
-                a.trim().parse::<IpAddr>().map_err(|_| bad())?,
-                l.trim().parse::<u8>().map_err(|_| bad())?,
-            ),
-            None => {
-                let a = s.trim().parse::<IpAddr>().map_err(|_| bad())?;
-                (a, max_len(&a))
-            }
-        };
-        if len > max_len(&addr) {
-            return Err(bad());
+/// Parses a prefix of a set or a dynamic-neighbour range: `a.b.c.d/n` or `x::y/n` (surrounding
+/// whitespace allowed, host bits allowed and ignored when matching); a bare address is a host
+/// prefix.
+pub fn parse_prefix(s: &str) -> Result<IpNet, PolicyError> {
+    let bad = || PolicyError::BadPrefix(s.to_string());
+    let (addr, len) = match s.split_once('/') {
+        Some((a, l)) => (
+            a.trim().parse::<IpAddr>().map_err(|_| bad())?,
+            l.trim().parse::<u8>().map_err(|_| bad())?,
+        ),
+        None => {
+            let a = s.trim().parse::<IpAddr>().map_err(|_| bad())?;
+            (a, if a.is_ipv4() { 32 } else { 128 })
         }
-        Ok(Self { addr, len })
-    }
-
-    /// Whether `ip` lies inside this prefix.
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        match (self.addr, ip) {
-            (IpAddr::V4(n), IpAddr::V4(a)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.len)).unwrap_or(0);
-                u32::from(n) & mask == u32::from(a) & mask
-            }
-            (IpAddr::V6(n), IpAddr::V6(a)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.len))
-                    .unwrap_or(0);
-                u128::from(n) & mask == u128::from(a) & mask
-            }
-            _ => false,
-        }
-    }
-}
-
-fn max_len(addr: &IpAddr) -> u8 {
-    if addr.is_ipv4() { 32 } else { 128 }
-}
-
-fn prefix_parts(p: &Prefix) -> (IpAddr, u8) {
-    match p {
-        Prefix::V4(p) => (IpAddr::V4(p.addr()), p.len()),
-        Prefix::V6(p) => (IpAddr::V6(p.addr()), p.len()),
-    }
+    };
+    IpNet::new(addr, len).map_err(|_| bad())
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -127,10 +91,11 @@ pub struct PrefixMatch {
 impl PrefixMatch {
     /// `maskLengthMin`/`maskLengthMax` of 0 mean "the prefix's own length" (GoBGP's reading).
     pub fn new(prefix: &str, min: u8, max: u8) -> Result<Self, PolicyError> {
-        let net = IpNet::parse(prefix)?;
-        let min_len = if min == 0 { net.len } else { min };
-        let max_len = if max == 0 { net.len.max(min_len) } else { max };
-        if min_len < net.len || max_len < min_len || max_len > max_len_of(&net) {
+        let net = parse_prefix(prefix)?;
+        let len = net.prefix_len();
+        let min_len = if min == 0 { len } else { min };
+        let max_len = if max == 0 { len.max(min_len) } else { max };
+        if min_len < len || max_len < min_len || max_len > net.max_prefix_len() {
             return Err(PolicyError::BadMaskRange {
                 prefix: prefix.to_string(),
                 min,
@@ -145,13 +110,10 @@ impl PrefixMatch {
     }
 
     fn matches(&self, p: &Prefix) -> bool {
-        let (addr, len) = prefix_parts(p);
-        self.prefix.contains(addr) && (self.min_len..=self.max_len).contains(&len)
+        let net = p.net();
+        self.prefix.contains(&net.addr())
+            && (self.min_len..=self.max_len).contains(&net.prefix_len())
     }
-}
-
-fn max_len_of(net: &IpNet) -> u8 {
-    max_len(&net.addr)
 }
 
 /// A community-set entry: an exact community or a regular expression over `AS:VALUE` (and
@@ -315,7 +277,7 @@ impl PolicySet {
         for (name, entries) in &config.neighbor_sets {
             let v = entries
                 .iter()
-                .map(|s| IpNet::parse(s))
+                .map(|s| parse_prefix(s))
                 .collect::<Result<_, _>>()?;
             out.neighbor_sets.insert(name.clone(), v);
         }
@@ -421,7 +383,10 @@ impl PolicySet {
         }
         if let Some(cond) = &c.neighbor_set {
             let set = self.neighbor_sets.get(&cond.set).map(Vec::as_slice);
-            let hit = set.unwrap_or_default().iter().any(|n| n.contains(neighbor));
+            let hit = set
+                .unwrap_or_default()
+                .iter()
+                .any(|n| n.contains(&neighbor));
             if !apply_kind(cond.kind, hit, hit) {
                 return false;
             }
@@ -749,20 +714,20 @@ mod tests {
 
     #[test]
     fn ipnet_contains() {
-        let n = IpNet::parse("198.51.100.0/24").unwrap();
-        assert!(n.contains("198.51.100.77".parse().unwrap()));
-        assert!(!n.contains("198.51.101.1".parse().unwrap()));
-        assert!(!n.contains("2001:db8::1".parse().unwrap()));
+        let n = parse_prefix("198.51.100.0/24").unwrap();
+        assert!(n.contains(&"198.51.100.77".parse::<IpAddr>().unwrap()));
+        assert!(!n.contains(&"198.51.101.1".parse::<IpAddr>().unwrap()));
+        assert!(!n.contains(&"2001:db8::1".parse::<IpAddr>().unwrap()));
         assert!(
-            IpNet::parse("0.0.0.0/0")
+            parse_prefix("0.0.0.0/0")
                 .unwrap()
-                .contains("203.0.113.1".parse().unwrap())
+                .contains(&"203.0.113.1".parse::<IpAddr>().unwrap())
         );
         assert!(
-            IpNet::parse("2001:db8::/32")
+            parse_prefix("2001:db8::/32")
                 .unwrap()
-                .contains("2001:db8:5::1".parse().unwrap())
+                .contains(&"2001:db8:5::1".parse::<IpAddr>().unwrap())
         );
-        assert!(IpNet::parse("198.51.100.0/33").is_err());
+        assert!(parse_prefix("198.51.100.0/33").is_err());
     }
 }

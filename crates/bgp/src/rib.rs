@@ -84,6 +84,22 @@ pub struct ReceivedRoute {
     pub stale: bool,
 }
 
+impl ReceivedRoute {
+    /// A route with only its path: no communities, MED or LOCAL_PREF, not stale.
+    pub fn new(prefix: Prefix, next_hop: Option<IpAddr>, as_path: AsPath) -> Self {
+        Self {
+            prefix,
+            next_hop,
+            as_path,
+            communities: Vec::new(),
+            large_communities: Vec::new(),
+            med: None,
+            local_pref: None,
+            stale: false,
+        }
+    }
+}
+
 /// The routes learned from one peer, shared between its session task and readers.
 pub type ReceivedRib = Arc<Mutex<HashMap<Prefix, ReceivedRoute>>>;
 

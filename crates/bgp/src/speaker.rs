@@ -26,10 +26,11 @@ use tokio::task::JoinHandle;
 
 use crate::driver::{SessionHandle, SessionOptions, SessionStatus, family_of, spawn_session_with};
 use crate::fsm::{GracefulRestartConfig, SessionConfig, State};
-use crate::policy::{ExportPolicy, IpNet, PolicyConfig, PolicyError, PolicySet};
+use crate::policy::{ExportPolicy, PolicyConfig, PolicyError, PolicySet};
 use crate::rib::{AdjRibOut, LocalRoute, ReceivedRoute};
 use crate::transport::{MD5_MAX_KEY_LEN, set_md5, set_md5_prefix, set_v6_only};
 use crate::wire::{AfiSafi, Prefix};
+use ipnet::IpNet;
 
 /// The standard BGP port.
 pub const BGP_PORT: u16 = 179;
@@ -436,7 +437,7 @@ impl Inner {
             .config
             .dynamic_neighbors
             .iter()
-            .find(|d| d.prefix.contains(remote))
+            .find(|d| d.prefix.contains(&remote))
             .map(|d| d.template.clone());
         if let Some(mut n) = template {
             n.address = remote;
@@ -514,7 +515,7 @@ impl Speaker {
                 config
                     .dynamic_neighbors
                     .iter()
-                    .any(|d| d.prefix.contains(ip))
+                    .any(|d| d.prefix.contains(&ip))
             };
             let gone: Vec<IpAddr> = inner
                 .peers
@@ -576,7 +577,7 @@ impl Speaker {
                 let Some(mut n) = config
                     .dynamic_neighbors
                     .iter()
-                    .find(|d| d.prefix.contains(ip))
+                    .find(|d| d.prefix.contains(&ip))
                     .map(|d| d.template.clone())
                 else {
                     continue;
@@ -770,8 +771,8 @@ impl Speaker {
             .filter_map(|n| Some((n.address, None, n.md5_password.as_ref()?)))
             .chain(inner.config.dynamic_neighbors.iter().filter_map(|d| {
                 Some((
-                    d.prefix.addr,
-                    Some(d.prefix.len),
+                    d.prefix.addr(),
+                    Some(d.prefix.prefix_len()),
                     d.template.md5_password.as_ref()?,
                 ))
             }));

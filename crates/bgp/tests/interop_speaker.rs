@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use common::*;
 use purelb_bgp::fsm::{GracefulRestartConfig, State};
 use purelb_bgp::policy::{
-    Actions, CommunityAction, CommunityOp, Conditions, ExportPolicy, IpNet, RouteAction, Statement,
+    Actions, CommunityAction, CommunityOp, Conditions, ExportPolicy, RouteAction, Statement,
+    parse_prefix,
 };
 use purelb_bgp::rib::LocalRoute;
 use purelb_bgp::speaker::{DynamicNeighbors, NeighborConfig, PeerStatus, Speaker, SpeakerConfig};
@@ -98,7 +99,7 @@ fn frr_connects_to_a_dynamic_neighbour_range() -> anyhow::Result<()> {
     in_node(&node, || async {
         let mut config = speaker_config();
         config.dynamic_neighbors.push(DynamicNeighbors {
-            prefix: IpNet::parse("198.51.100.0/28")?,
+            prefix: parse_prefix("198.51.100.0/28")?,
             template: NeighborConfig::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 65000),
         });
         let speaker = Speaker::start(config).await?;
@@ -113,7 +114,7 @@ fn frr_connects_to_a_dynamic_neighbour_range() -> anyhow::Result<()> {
         // Narrow the range so FRR's address is outside it: the dynamic peer goes.
         let mut narrow = speaker_config();
         narrow.dynamic_neighbors.push(DynamicNeighbors {
-            prefix: IpNet::parse("198.51.100.8/29")?,
+            prefix: parse_prefix("198.51.100.8/29")?,
             template: NeighborConfig::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 65000),
         });
         let mut speaker = speaker;

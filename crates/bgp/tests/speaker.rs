@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use purelb_bgp::fsm::State;
 use purelb_bgp::policy::{
-    Actions, CommunityAction, CommunityOp, Conditions, ExportPolicy, IpNet, RouteAction,
-    SetCondition, Statement,
+    Actions, CommunityAction, CommunityOp, Conditions, ExportPolicy, RouteAction, SetCondition,
+    Statement, parse_prefix,
 };
 use purelb_bgp::rib::LocalRoute;
 use purelb_bgp::speaker::{
@@ -198,7 +198,7 @@ async fn dynamic_neighbours_are_accepted_from_their_range_only() {
     let a_port = free_port(a_ip);
     let mut a_config = config(65001, a_ip, a_port);
     a_config.dynamic_neighbors.push(DynamicNeighbors {
-        prefix: IpNet::parse("127.0.0.16/29").unwrap(),
+        prefix: parse_prefix("127.0.0.16/29").unwrap(),
         template: NeighborConfig::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 65000),
     });
     let a = Speaker::start(a_config).await.unwrap();

@@ -25,8 +25,8 @@ use purelb_api::crd::bgp_configuration::{
 };
 use purelb_bgp::fsm::GracefulRestartConfig;
 use purelb_bgp::policy::{
-    self, Actions, CommunityAction, CommunityOp, Conditions, ExportPolicy, IpNet, MatchKind,
-    MedAction, PolicyConfig, RouteAction, SetCondition, Statement,
+    self, Actions, CommunityAction, CommunityOp, Conditions, ExportPolicy, MatchKind, MedAction,
+    PolicyConfig, RouteAction, SetCondition, Statement, parse_prefix,
 };
 use purelb_bgp::speaker::{BGP_PORT, DynamicNeighbors, NeighborConfig, SpeakerConfig};
 use purelb_bgp::wire::AfiSafi;
@@ -208,7 +208,7 @@ pub fn map_config(
     let mut dynamic_neighbors = Vec::new();
     for (i, d) in spec.dynamic_neighbors.iter().flatten().enumerate() {
         let path = format!("spec.dynamicNeighbors[{i}]");
-        let prefix = IpNet::parse(&d.prefix).map_err(|e| invalid(format!("{path}.prefix"), e))?;
+        let prefix = parse_prefix(&d.prefix).map_err(|e| invalid(format!("{path}.prefix"), e))?;
         let Some(group) = groups.get(&d.peer_group) else {
             m.warnings.push((
                 "PeerGroupMissing",
@@ -910,15 +910,16 @@ pub fn resolve_router_id(
         .filter(|p| !p.is_empty())
         .unwrap_or(DEFAULT_ROUTER_ID_POOL);
     let net =
-        IpNet::parse(pool).map_err(|_| err(format!("routerIDPool {pool:?} is not a CIDR")))?;
-    let IpAddr::V4(base) = net.addr else {
+        parse_prefix(pool).map_err(|_| err(format!("routerIDPool {pool:?} is not a CIDR")))?;
+    let IpAddr::V4(base) = net.addr() else {
         return Err(err(format!("routerIDPool {pool:?} is not IPv4")));
     };
-    if net.len > 24 {
+    let len = net.prefix_len();
+    if len > 24 {
         return Err(err(format!("routerIDPool {pool:?} is longer than /24")));
     }
-    let size = 1u64 << (32 - u32::from(net.len));
-    let base = u32::from(base) & (u32::MAX << (32 - u32::from(net.len)));
+    let size = 1u64 << (32 - u32::from(len));
+    let base = u32::from(base) & (u32::MAX << (32 - u32::from(len)));
     let offset = u64::from(fnv1a32(node.name.as_bytes())) % (size - 2) + 1;
     let id = Ipv4Addr::from(base.wrapping_add(u32::try_from(offset).unwrap_or(1)));
     Ok((id, RouterIdSource::HashFromNodeName))
@@ -1043,9 +1044,9 @@ spec:
         let (id, source) = resolve(&spec, &v6_only).unwrap();
         assert_eq!(source, RouterIdSource::HashFromNodeName);
         assert!(
-            IpNet::parse("10.255.0.0/16")
+            parse_prefix("10.255.0.0/16")
                 .unwrap()
-                .contains(IpAddr::V4(id))
+                .contains(&IpAddr::V4(id))
         );
         assert_eq!(resolve(&spec, &v6_only).unwrap().0, id);
         spec.global.router_id_pool = Some("198.51.100.0/24".into());

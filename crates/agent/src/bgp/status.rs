@@ -55,10 +55,7 @@ pub struct NodeStatusInput<'a> {
 }
 
 pub fn prefix_string(p: &Prefix) -> String {
-    match p {
-        Prefix::V4(p) => format!("{}/{}", p.addr(), p.len()),
-        Prefix::V6(p) => format!("{}/{}", p.addr(), p.len()),
-    }
+    p.net().to_string()
 }
 
 /// The k8gobgp state names (`Idle` … `Established`).

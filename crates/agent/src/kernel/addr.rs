@@ -2,7 +2,7 @@
 //! protocol marker; remove by IP; list; subnets for the election lease.
 
 use super::{DUMP_ATTEMPTS, Dump, Kernel, KernelError};
-use purelb_api::pool::Cidr;
+use purelb_api::pool::{IpNet, network_of};
 use rtnetlink::packet_core::{NLM_F_CREATE, NLM_F_REPLACE};
 use rtnetlink::packet_route::RouteNetlinkMessage;
 use rtnetlink::packet_route::address::{
@@ -110,9 +110,9 @@ pub struct Address {
 
 impl Address {
     /// The network this address sits in (`ip` masked to `prefix_len`).
-    pub fn network(&self) -> Cidr {
+    pub fn network(&self) -> IpNet {
         let bits = if self.ip.is_ipv4() { 32 } else { 128 };
-        match Cidr::new(self.ip, self.prefix_len.min(bits)) {
+        match network_of(self.ip, self.prefix_len.min(bits)) {
             Ok(c) => c,
             Err(_) => unreachable!("a prefix length within the family's width is valid"),
         }
@@ -173,8 +173,8 @@ impl Address {
 /// The subnets PureLB advertises for a link: every IPv4
 /// address, and IPv6 addresses that are neither DADFAILED, DEPRECATED,
 /// TENTATIVE nor link-local, as networks, deduplicated and sorted.
-pub fn subnets_of<'a>(addresses: impl IntoIterator<Item = &'a Address>) -> Vec<Cidr> {
-    let set: BTreeSet<Cidr> = addresses
+pub fn subnets_of<'a>(addresses: impl IntoIterator<Item = &'a Address>) -> Vec<IpNet> {
+    let set: BTreeSet<IpNet> = addresses
         .into_iter()
         .filter(|a| match a.ip {
             IpAddr::V4(_) => true,
@@ -398,7 +398,7 @@ impl Kernel {
     }
 
     /// [`subnets_of`] the addresses of link `ifindex`.
-    pub async fn link_subnets(&self, ifindex: u32) -> Result<Vec<Cidr>, KernelError> {
+    pub async fn link_subnets(&self, ifindex: u32) -> Result<Vec<IpNet>, KernelError> {
         Ok(subnets_of(&self.link_addresses(ifindex).await?))
     }
 }

@@ -5,7 +5,7 @@
 use super::addr::is_link_local_v6;
 use super::{Address, EventGroups, EventStream, KernelError, KernelEvent, glob_match};
 use futures::StreamExt;
-use purelb_api::pool::Cidr;
+use purelb_api::pool::{IpNet, network_of};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 
@@ -19,9 +19,9 @@ pub struct WatchedAddress {
 impl WatchedAddress {
     /// The network the address sits in: the connected route the kernel
     /// installs for it (unless it was added with `noprefixroute`).
-    pub fn network(&self) -> Cidr {
+    pub fn network(&self) -> IpNet {
         let bits = if self.ip.is_ipv4() { 32 } else { 128 };
-        match Cidr::new(self.ip, self.prefix_len.min(bits)) {
+        match network_of(self.ip, self.prefix_len.min(bits)) {
             Ok(c) => c,
             Err(_) => unreachable!("a prefix length within the family's width is valid"),
         }

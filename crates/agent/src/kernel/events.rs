@@ -4,7 +4,7 @@ use super::route::RouteInfo;
 use super::{Address, Kernel, KernelError, Link};
 use futures::Stream;
 use futures::channel::mpsc::{TryRecvError, UnboundedReceiver};
-use purelb_api::pool::{Cidr, IpFamily};
+use purelb_api::pool::{IpFamily, IpNet, network_of};
 use rtnetlink::MulticastGroup;
 use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload};
 use rtnetlink::packet_route::RouteNetlinkMessage;
@@ -54,7 +54,7 @@ impl EventGroups {
 pub struct RouteChange {
     pub family: IpFamily,
     pub table: u32,
-    pub destination: Cidr,
+    pub destination: IpNet,
     /// Output interface (first next hop's for multipath routes).
     pub ifindex: Option<u32>,
     pub metric: u32,
@@ -282,7 +282,7 @@ fn route_change(msg: &rtnetlink::packet_route::route::RouteMessage) -> Option<Ro
     Some(RouteChange {
         family: r.family,
         table: r.table,
-        destination: Cidr::new(dst, r.prefix_len).ok()?,
+        destination: network_of(dst, r.prefix_len).ok()?,
         ifindex: r.oif,
         metric: r.metric,
         unicast: r.kind == RouteType::Unicast,

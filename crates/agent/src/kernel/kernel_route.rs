@@ -3,6 +3,8 @@
 
 use std::net::IpAddr;
 
+use ipnet::IpNet;
+
 /// `RT_TABLE_MAIN`.
 pub const TABLE_MAIN: u32 = 254;
 /// `RT_TABLE_DEFAULT`.
@@ -15,9 +17,8 @@ pub const IPV6_DEFAULT_METRIC: u32 = 1024;
 /// One kernel route the exporter installs or found.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct KernelRoute {
-    /// The network address (host bits clear).
-    pub prefix: IpAddr,
-    pub prefix_len: u8,
+    /// The destination network (host bits clear).
+    pub destination: IpNet,
     /// Next hops, sorted and without duplicates; more than one is an ECMP multipath route.
     /// Empty only for a gateway-less route found in the kernel (never installed by us).
     pub gateways: Vec<IpAddr>,
@@ -30,25 +31,16 @@ pub struct KernelRoute {
 /// What identifies a route for the exporter: one route per prefix per table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RouteKey {
-    pub prefix: IpAddr,
-    pub prefix_len: u8,
+    pub destination: IpNet,
     /// Normalised: main is 254.
     pub table: u32,
 }
 
 impl KernelRoute {
     /// A single-next-hop route.
-    pub fn new(
-        prefix: IpAddr,
-        prefix_len: u8,
-        gateway: IpAddr,
-        table: u32,
-        metric: u32,
-        protocol: u8,
-    ) -> Self {
+    pub fn new(destination: IpNet, gateway: IpAddr, table: u32, metric: u32, protocol: u8) -> Self {
         Self {
-            prefix,
-            prefix_len,
+            destination,
             gateways: vec![gateway],
             table,
             metric,
@@ -63,20 +55,19 @@ impl KernelRoute {
 
     /// The metric the kernel keeps (IPv6 0 is 1024).
     pub fn effective_metric(&self) -> u32 {
-        effective_metric(self.prefix, self.metric)
+        effective_metric(self.destination, self.metric)
     }
 
     pub fn key(&self) -> RouteKey {
         RouteKey {
-            prefix: self.prefix,
-            prefix_len: self.prefix_len,
+            destination: self.destination,
             table: self.table_id(),
         }
     }
 
     /// `203.0.113.0/24`, `2001:db8::/32` (the status's `prefix`).
     pub fn cidr(&self) -> String {
-        format!("{}/{}", self.prefix, self.prefix_len)
+        self.destination.to_string()
     }
 
     /// `main`, `default`, `local` or the number (the status's `table`).
@@ -112,8 +103,8 @@ pub fn normalize_table(table: u32) -> u32 {
     if table == 0 { TABLE_MAIN } else { table }
 }
 
-pub fn effective_metric(prefix: IpAddr, metric: u32) -> u32 {
-    if prefix.is_ipv6() && metric == 0 {
+pub fn effective_metric(destination: IpNet, metric: u32) -> u32 {
+    if matches!(destination, IpNet::V6(_)) && metric == 0 {
         IPV6_DEFAULT_METRIC
     } else {
         metric
@@ -150,8 +141,7 @@ mod tests {
     #[test]
     fn same_as_ignores_gateway_order_and_main_spelling() {
         let a = KernelRoute {
-            prefix: ip("203.0.113.0"),
-            prefix_len: 24,
+            destination: "203.0.113.0/24".parse().unwrap(),
             gateways: vec![ip("198.51.100.3"), ip("198.51.100.1")],
             table: 0,
             metric: 20,

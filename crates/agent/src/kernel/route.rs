@@ -191,6 +191,8 @@ use rtnetlink::packet_core::{NLM_F_CREATE, NLM_F_REPLACE};
 use rtnetlink::packet_route::route::{RouteNextHop, RouteProtocol, RouteScope};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use ipnet::IpNet;
+
 fn route_family(ip: IpAddr) -> AddressFamily {
     match ip {
         IpAddr::V4(_) => AddressFamily::Inet,
@@ -218,21 +220,17 @@ fn header_table(table: u32) -> (u8, u32) {
 /// Checks what the kernel would refuse with a bare EINVAL, so the error says why.
 fn check_kernel_route(route: &KernelRoute) -> Result<(), KernelError> {
     let invalid = |reason: String| KernelError::InvalidAddress {
-        ip: route.prefix,
-        prefix_len: route.prefix_len,
+        ip: route.destination.addr(),
+        prefix_len: route.destination.prefix_len(),
         reason,
     };
-    let max = if route.prefix.is_ipv4() { 32 } else { 128 };
-    if route.prefix_len > max {
-        return Err(invalid(format!("prefix length above {max}")));
-    }
     if route.gateways.is_empty() {
         return Err(invalid("no gateway".to_owned()));
     }
     if let Some(gw) = route
         .gateways
         .iter()
-        .find(|g| g.is_ipv4() != route.prefix.is_ipv4())
+        .find(|g| g.is_ipv4() != route.destination.addr().is_ipv4())
     {
         return Err(invalid(format!(
             "gateway {gw} is of the other address family"
@@ -247,14 +245,16 @@ fn check_kernel_route(route: &KernelRoute) -> Result<(), KernelError> {
 pub(crate) fn new_route_message(route: &KernelRoute) -> RouteMessage {
     let (header_table, table) = header_table(route.table);
     let mut msg = RouteMessage::default();
-    msg.header.address_family = route_family(route.prefix);
-    msg.header.destination_prefix_length = route.prefix_len;
+    msg.header.address_family = route_family(route.destination.addr());
+    msg.header.destination_prefix_length = route.destination.prefix_len();
     msg.header.table = header_table;
     msg.header.protocol = RouteProtocol::from(route.protocol);
     msg.header.scope = RouteScope::Universe;
     msg.header.kind = RouteType::Unicast;
     msg.attributes
-        .push(RouteAttribute::Destination(route_address(route.prefix)));
+        .push(RouteAttribute::Destination(route_address(
+            route.destination.addr(),
+        )));
     msg.attributes.push(RouteAttribute::Table(table));
     msg.attributes.push(RouteAttribute::Priority(route.metric));
     match route.gateways.as_slice() {
@@ -283,14 +283,16 @@ pub(crate) fn new_route_message(route: &KernelRoute) -> RouteMessage {
 pub(crate) fn del_route_message(route: &KernelRoute) -> RouteMessage {
     let (header_table, table) = header_table(route.table);
     let mut msg = RouteMessage::default();
-    msg.header.address_family = route_family(route.prefix);
-    msg.header.destination_prefix_length = route.prefix_len;
+    msg.header.address_family = route_family(route.destination.addr());
+    msg.header.destination_prefix_length = route.destination.prefix_len();
     msg.header.table = header_table;
     msg.header.protocol = RouteProtocol::from(route.protocol);
     msg.header.scope = RouteScope::NoWhere;
     msg.header.kind = RouteType::Unspec;
     msg.attributes
-        .push(RouteAttribute::Destination(route_address(route.prefix)));
+        .push(RouteAttribute::Destination(route_address(
+            route.destination.addr(),
+        )));
     msg.attributes.push(RouteAttribute::Table(table));
     msg.attributes.push(RouteAttribute::Priority(route.metric));
     msg
@@ -333,9 +335,9 @@ pub(crate) fn kernel_route_of(msg: &RouteMessage) -> Option<KernelRoute> {
     if info.cloned || info.kind != RouteType::Unicast {
         return None;
     }
+    let destination = info.destination.unwrap_or_else(|| unspecified(info.family));
     Some(KernelRoute {
-        prefix: info.destination.unwrap_or_else(|| unspecified(info.family)),
-        prefix_len: info.prefix_len,
+        destination: IpNet::new(destination, info.prefix_len).ok()?,
         gateways: message_gateways(msg),
         table: info.table,
         metric: info.metric,
@@ -395,10 +397,7 @@ impl Kernel {
     /// `RTA_TABLE`. Several gateways make an ECMP multipath route.
     pub async fn add_route(&self, route: &KernelRoute) -> Result<(), KernelError> {
         check_kernel_route(route)?;
-        let op = format!(
-            "adding route {}/{} table {}",
-            route.prefix, route.prefix_len, route.table
-        );
+        let op = format!("adding route {} table {}", route.destination, route.table);
         self.ack(
             &op,
             RouteNetlinkMessage::NewRoute(new_route_message(route)),
@@ -410,10 +409,7 @@ impl Kernel {
     /// Deletes the route with `route`'s prefix, table, metric and protocol, whatever its next
     /// hops. A route that is not there is an `Os` error with `ESRCH`.
     pub async fn delete_route(&self, route: &KernelRoute) -> Result<(), KernelError> {
-        let op = format!(
-            "deleting route {}/{} table {}",
-            route.prefix, route.prefix_len, route.table
-        );
+        let op = format!("deleting route {} table {}", route.destination, route.table);
         self.ack(
             &op,
             RouteNetlinkMessage::DelRoute(del_route_message(route)),
@@ -438,11 +434,9 @@ impl Kernel {
     }
 
     /// What next-hop validation needs: the connected (on-link) prefixes as
-    /// `(network, length, table)` — unicast routes with an output interface and no gateway,
-    /// in any table — and this node's addresses (the `local` routes).
-    pub async fn on_link_prefixes(
-        &self,
-    ) -> Result<(Vec<(IpAddr, u8, u32)>, Vec<IpAddr>), KernelError> {
+    /// `(network, table)` — unicast routes with an output interface and no gateway, in any
+    /// table — and this node's addresses (the `local` routes).
+    pub async fn on_link_prefixes(&self) -> Result<(Vec<(IpNet, u32)>, Vec<IpAddr>), KernelError> {
         let mut connected = Vec::new();
         let mut local = Vec::new();
         for msg in self.dump_all_routes().await? {
@@ -452,8 +446,10 @@ impl Kernel {
             let dst = info.destination.unwrap_or_else(|| unspecified(info.family));
             if info.kind == RouteType::Local {
                 local.push(dst);
-            } else if is_connected(&msg, &info) {
-                connected.push((dst, info.prefix_len, info.table));
+            } else if is_connected(&msg, &info)
+                && let Ok(network) = IpNet::new(dst, info.prefix_len)
+            {
+                connected.push((network, info.table));
             }
         }
         Ok((connected, local))
@@ -466,8 +462,7 @@ mod export_tests {
 
     fn kr(prefix: &str, len: u8, gws: &[&str], table: u32) -> KernelRoute {
         KernelRoute {
-            prefix: prefix.parse().unwrap(),
-            prefix_len: len,
+            destination: IpNet::new(prefix.parse().unwrap(), len).unwrap(),
             gateways: gws.iter().map(|g| g.parse().unwrap()).collect(),
             table,
             metric: 20,
@@ -517,7 +512,8 @@ mod export_tests {
 
     #[test]
     fn bad_routes_are_refused_before_the_kernel() {
-        assert!(check_kernel_route(&kr("203.0.113.0", 33, &["198.51.100.1"], 0)).is_err());
+        // A prefix longer than the family allows cannot be built at all.
+        assert!(IpNet::new("203.0.113.0".parse().unwrap(), 33).is_err());
         assert!(check_kernel_route(&kr("203.0.113.0", 24, &[], 0)).is_err());
         assert!(check_kernel_route(&kr("203.0.113.0", 24, &["2001:db8:1::1"], 0)).is_err());
         assert!(check_kernel_route(&kr("203.0.113.0", 24, &["198.51.100.1"], 0)).is_ok());

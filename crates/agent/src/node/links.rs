@@ -7,7 +7,7 @@
 
 use std::net::IpAddr;
 
-use purelb_api::pool::{Cidr, IpFamily};
+use purelb_api::pool::{IpFamily, IpNet, Network, network_of};
 
 use crate::node::selection::SelectorState;
 use crate::node::settings::{AgentSettings, InterfaceChoice};
@@ -38,8 +38,8 @@ impl LinkAddress {
     }
 
     /// The address's network, if the prefix length fits its family.
-    pub fn network(&self) -> Option<Cidr> {
-        Cidr::new(self.ip, self.prefix_len).ok()
+    pub fn network(&self) -> Option<IpNet> {
+        network_of(self.ip, self.prefix_len).ok()
     }
 
     /// Whether the address can vouch for a subnet: every IPv4 address; IPv6 ones that
@@ -80,7 +80,7 @@ impl InterfaceInfo {
         self.addresses
             .iter()
             .filter(|a| IpFamily::of(a.ip) == family && a.is_usable())
-            .find(|a| a.network().is_some_and(|n| n.contains(ip)))
+            .find(|a| a.network().is_some_and(|n| n.holds(ip)))
             .map(|a| a.prefix_len)
     }
 }
@@ -240,14 +240,14 @@ pub fn lease_subnets(
     state: SelectorState,
     settings: Option<&AgentSettings>,
     interfaces: &NodeInterfaces,
-) -> Vec<Cidr> {
+) -> Vec<IpNet> {
     let default_settings = AgentSettings::default();
     let settings = match state {
         SelectorState::Deselected | SelectorState::Invalid => return Vec::new(),
         SelectorState::Default => &default_settings,
         SelectorState::Configured => settings.unwrap_or(&default_settings),
     };
-    let mut subnets: Vec<Cidr> = Vec::new();
+    let mut subnets: Vec<IpNet> = Vec::new();
     let mut add = |link: &InterfaceInfo, family: Option<IpFamily>| {
         subnets.extend(
             link.addresses
@@ -273,7 +273,7 @@ pub fn lease_subnets(
     for link in extra_links(settings, interfaces) {
         add(link, None);
     }
-    let mut spelled: Vec<(String, Cidr)> =
+    let mut spelled: Vec<(String, IpNet)> =
         subnets.into_iter().map(|c| (c.to_string(), c)).collect();
     spelled.sort();
     spelled.dedup();
@@ -489,8 +489,8 @@ mod tests {
         assert_eq!(default_route_link(&routes[..1], IpFamily::V4), None);
     }
 
-    fn strings(subnets: &[Cidr]) -> Vec<String> {
-        subnets.iter().map(Cidr::to_string).collect()
+    fn strings(subnets: &[IpNet]) -> Vec<String> {
+        subnets.iter().map(IpNet::to_string).collect()
     }
 
     #[test]

@@ -20,6 +20,8 @@ pub use frame::next_message;
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+
 /// Every message starts with 16 octets of ones.
 pub const MARKER: [u8; 16] = [0xff; 16];
 /// Marker (16) + length (2) + type (1).
@@ -216,6 +218,31 @@ impl Ipv6Prefix {
 pub enum Prefix {
     V4(Ipv4Prefix),
     V6(Ipv6Prefix),
+}
+
+impl Prefix {
+    /// The prefix of `net`'s network (host bits cleared).
+    pub fn of(net: IpNet) -> Self {
+        match net.trunc() {
+            IpNet::V4(n) => Self::V4(Ipv4Prefix {
+                addr: n.addr(),
+                len: n.prefix_len(),
+            }),
+            IpNet::V6(n) => Self::V6(Ipv6Prefix {
+                addr: n.addr(),
+                len: n.prefix_len(),
+            }),
+        }
+    }
+
+    /// The prefix as the shared network type (its length is always in range, so this
+    /// cannot fail).
+    pub fn net(&self) -> IpNet {
+        match self {
+            Self::V4(p) => IpNet::V4(Ipv4Net::new_assert(p.addr, p.len)),
+            Self::V6(p) => IpNet::V6(Ipv6Net::new_assert(p.addr, p.len)),
+        }
+    }
 }
 
 /// UPDATE (RFC 4271 section 4.3). IPv6 unicast travels in `attributes.mp_reach` / `mp_unreach`.

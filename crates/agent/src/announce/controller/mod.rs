@@ -31,7 +31,7 @@ use kube::runtime::watcher::{self, Event};
 use kube::{Client, Resource, ResourceExt};
 use purelb_api::annotations;
 use purelb_api::crd::{LBNodeAgent, ServiceGroup};
-use purelb_api::pool::Cidr;
+use purelb_api::pool::IpNet;
 use purelb_kube_edge::Watches;
 use purelb_kube_edge::echoes::WriteEchoes;
 use purelb_kube_edge::events::EventSink;
@@ -129,7 +129,7 @@ pub struct Controller {
     /// The last configuration selected without error (kept on a config error).
     last_good: Option<Configured>,
     pools: PoolTable,
-    lease_subnets: Vec<Cidr>,
+    lease_subnets: Vec<IpNet>,
     previous_ingress: HashMap<String, Vec<IpAddr>>,
     /// A hash of what matters in each Service (everything but the announcing
     /// annotations and the resourceVersion).
@@ -894,7 +894,7 @@ fn relevant(event: &KernelEvent) -> bool {
 mod tests {
     use super::*;
     use crate::kernel::{Address, RouteChange};
-    use purelb_api::pool::IpFamily;
+    use purelb_api::pool::{IpFamily, parse_cidr};
     use serde_json::json;
 
     fn service(annotations: serde_json::Value, etp: &str) -> Service {
@@ -963,7 +963,7 @@ mod tests {
         let route = |dst: &str| RouteChange {
             family: IpFamily::V4,
             table: 254,
-            destination: Cidr::parse(dst).unwrap(),
+            destination: parse_cidr(dst).unwrap(),
             ifindex: Some(2),
             metric: 0,
             unicast: true,

@@ -43,8 +43,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::IpAddr;
 
+use ipnet::IpNet;
 use purelb_bgp::rib::{ReceivedRoute, path_rank};
-use purelb_bgp::wire::Prefix;
 
 use crate::bgp::config::{ExportRule, ExportSettings};
 use crate::kernel::{KernelRoute, RouteKey, TABLE_MAIN, effective_metric, normalize_table};
@@ -152,13 +152,6 @@ pub fn rule_matches(rule: &ExportRule, route: &ReceivedRoute) -> bool {
         })
 }
 
-fn prefix_parts(prefix: &Prefix) -> (IpAddr, u8) {
-    match prefix {
-        Prefix::V4(p) => (IpAddr::V4(p.addr()), p.len()),
-        Prefix::V6(p) => (IpAddr::V6(p.addr()), p.len()),
-    }
-}
-
 /// Why a next hop cannot be used at all (independent of reachability).
 fn unusable_next_hop(prefix: IpAddr, nh: IpAddr) -> Option<String> {
     if nh.is_ipv4() != prefix.is_ipv4() {
@@ -210,7 +203,7 @@ where
     }
     let mut groups: BTreeMap<RouteKey, Vec<Candidate<'_>>> = BTreeMap::new();
     for (peer, route) in received {
-        let (prefix, prefix_len) = prefix_parts(&route.prefix);
+        let destination = route.prefix.net();
         let mut tables_taken: Vec<u32> = Vec::new();
         for (i, rule) in settings.rules.iter().enumerate() {
             let table = normalize_table(rule.table);
@@ -219,11 +212,7 @@ where
             }
             tables_taken.push(table);
             groups
-                .entry(RouteKey {
-                    prefix,
-                    prefix_len,
-                    table,
-                })
+                .entry(RouteKey { destination, table })
                 .or_default()
                 .push(Candidate {
                     rule: i,
@@ -247,7 +236,7 @@ where
         for c in in_order {
             let verdict = match c.route.next_hop {
                 None => Err("no next hop".to_owned()),
-                Some(nh) => match unusable_next_hop(key.prefix, nh) {
+                Some(nh) => match unusable_next_hop(key.destination.addr(), nh) {
                     Some(reason) => Err(reason),
                     None if rule.validate_next_hop => next_hop_ok(nh, key.table).map(|()| nh),
                     None => Ok(nh),
@@ -263,11 +252,10 @@ where
         }
         let route = |gateways: Vec<IpAddr>| {
             KernelRoute {
-                prefix: key.prefix,
-                prefix_len: key.prefix_len,
+                destination: key.destination,
                 gateways,
                 table: key.table,
-                metric: effective_metric(key.prefix, rule.metric),
+                metric: effective_metric(key.destination, rule.metric),
                 protocol: settings.protocol,
             }
             .normalized()
@@ -308,36 +296,17 @@ where
 /// this node's addresses. Pure once built; [`NetlinkExporter::next_hop_filter`](super::NetlinkExporter::next_hop_filter) builds it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NextHopFilter {
-    connected: Vec<(IpAddr, u8, u32)>,
+    connected: Vec<(IpNet, u32)>,
     local: HashSet<IpAddr>,
 }
 
-fn contains(net: IpAddr, len: u8, ip: IpAddr) -> bool {
-    match (net, ip) {
-        (IpAddr::V4(n), IpAddr::V4(a)) => {
-            let mask = u32::MAX
-                .checked_shl(32 - u32::from(len.min(32)))
-                .unwrap_or(0);
-            u32::from(n) & mask == u32::from(a) & mask
-        }
-        (IpAddr::V6(n), IpAddr::V6(a)) => {
-            let mask = u128::MAX
-                .checked_shl(128 - u32::from(len.min(128)))
-                .unwrap_or(0);
-            u128::from(n) & mask == u128::from(a) & mask
-        }
-        _ => false,
-    }
-}
-
 impl NextHopFilter {
-    /// `connected`: (network, prefix length, table) of on-link routes; `local`: the node's
-    /// own addresses.
-    pub fn new(connected: Vec<(IpAddr, u8, u32)>, local: impl IntoIterator<Item = IpAddr>) -> Self {
+    /// `connected`: (network, table) of on-link routes; `local`: the node's own addresses.
+    pub fn new(connected: Vec<(IpNet, u32)>, local: impl IntoIterator<Item = IpAddr>) -> Self {
         Self {
             connected: connected
                 .into_iter()
-                .map(|(n, l, t)| (n, l, normalize_table(t)))
+                .map(|(n, t)| (n, normalize_table(t)))
                 .collect(),
             local: local.into_iter().collect(),
         }
@@ -353,7 +322,7 @@ impl NextHopFilter {
         if self
             .connected
             .iter()
-            .any(|&(n, l, t)| (t == table || t == TABLE_MAIN) && contains(n, l, next_hop))
+            .any(|(n, t)| (*t == table || *t == TABLE_MAIN) && n.contains(&next_hop))
         {
             Ok(())
         } else {
@@ -368,9 +337,13 @@ impl NextHopFilter {
 mod tests {
     use super::*;
     use crate::kernel::IPV6_DEFAULT_METRIC;
-    use purelb_bgp::wire::{AsPath, Ipv4Prefix, Ipv6Prefix, LargeCommunity};
+    use purelb_bgp::wire::{AsPath, LargeCommunity, Prefix};
 
     fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn net(s: &str) -> IpNet {
         s.parse().unwrap()
     }
 
@@ -394,22 +367,8 @@ mod tests {
     }
 
     fn received(prefix: &str, next_hop: &str) -> ReceivedRoute {
-        let (addr, len) = prefix.split_once('/').unwrap();
-        let len: u8 = len.parse().unwrap();
-        let prefix = match ip(addr) {
-            IpAddr::V4(a) => Prefix::V4(Ipv4Prefix::new(a, len).unwrap()),
-            IpAddr::V6(a) => Prefix::V6(Ipv6Prefix::new(a, len).unwrap()),
-        };
-        ReceivedRoute {
-            prefix,
-            next_hop: Some(ip(next_hop)),
-            as_path: AsPath::sequence(vec![65001]),
-            communities: Vec::new(),
-            large_communities: Vec::new(),
-            med: None,
-            local_pref: None,
-            stale: false,
-        }
+        let prefix = Prefix::of(prefix.parse().unwrap());
+        ReceivedRoute::new(prefix, Some(ip(next_hop)), AsPath::sequence(vec![65001]))
     }
 
     fn with_communities(mut r: ReceivedRoute, c: &[u32]) -> ReceivedRoute {
@@ -584,7 +543,7 @@ mod tests {
     #[test]
     fn next_hop_validation_rejects_with_a_reason_and_can_be_off() {
         let filter = NextHopFilter::new(
-            vec![(ip("198.51.100.0"), 24, 254), (ip("2001:db8:1::"), 64, 254)],
+            vec![(net("198.51.100.0/24"), 254), (net("2001:db8:1::/64"), 254)],
             [ip("198.51.100.2")],
         );
         let check = |nh: IpAddr, t: u32| filter.check(nh, t);
@@ -642,7 +601,7 @@ mod tests {
     #[test]
     fn connected_routes_count_in_their_table_and_in_main() {
         let filter = NextHopFilter::new(
-            vec![(ip("198.51.100.0"), 24, 0), (ip("203.0.113.0"), 25, 100)],
+            vec![(net("198.51.100.0/24"), 0), (net("203.0.113.0/25"), 100)],
             [],
         );
         assert!(filter.check(ip("198.51.100.7"), 100).is_ok());

@@ -11,7 +11,7 @@ impl BgpAgent {
             && let Some(s) = &self.speaker
         {
             for a in old.current() {
-                s.withdraw(cidr_prefix(a.network()));
+                s.withdraw(Prefix::of(a.network()));
             }
         }
         self.import_settings = Some(settings.clone());
@@ -54,13 +54,13 @@ impl BgpAgent {
             // Two addresses of one network share the route: withdraw with the last of them.
             let network = a.network();
             if !current.iter().any(|c| c.network() == network) {
-                speaker.withdraw(cidr_prefix(network));
+                speaker.withdraw(Prefix::of(network));
                 tracing::info!(op = "netlinkImport", prefix = %network, "withdrawn");
             }
         }
         for a in &delta.added {
             let network = a.network();
-            speaker.announce(LocalRoute::originated(cidr_prefix(network)));
+            speaker.announce(LocalRoute::originated(Prefix::of(network)));
             tracing::info!(op = "netlinkImport", prefix = %network, "announced");
         }
         self.status_due
@@ -92,7 +92,7 @@ impl BgpAgent {
                 });
             }
         }
-        let imported: std::collections::BTreeSet<Cidr> = self
+        let imported: std::collections::BTreeSet<IpNet> = self
             .importer
             .as_ref()
             .map(|w| w.current().iter().map(|a| a.network()).collect())
@@ -107,7 +107,7 @@ impl BgpAgent {
                 let ifname = a.ifname.clone().filter(|n| matches(n))?;
                 imported
                     .contains(&a.network())
-                    .then(|| (cidr_prefix(a.network()), ifname))
+                    .then(|| (Prefix::of(a.network()), ifname))
             })
             .collect();
         addresses.sort();

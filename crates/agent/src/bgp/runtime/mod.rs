@@ -23,11 +23,11 @@ use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use purelb_api::crd::bgp_configuration::{BGPConfiguration, BGPConfigurationStatus};
 use purelb_api::crd::bgp_node_status::{BGPNodeStatus, BGPNodeStatusStatus, ExportedRoute};
-use purelb_api::pool::Cidr;
+use purelb_api::pool::IpNet;
 use purelb_bgp::fsm::State;
 use purelb_bgp::rib::LocalRoute;
 use purelb_bgp::speaker::Speaker;
-use purelb_bgp::wire::{Ipv4Prefix, Ipv6Prefix, Prefix};
+use purelb_bgp::wire::Prefix;
 use purelb_kube_edge::Watches;
 use purelb_kube_edge::events::EventSink;
 use serde_json::json;
@@ -341,17 +341,6 @@ impl BgpAgent {
             self.write_node_status(status, true).await;
         }
         self.stop_speaker().await;
-    }
-}
-
-fn cidr_prefix(c: Cidr) -> Prefix {
-    match c.network() {
-        IpAddr::V4(a) => Prefix::V4(
-            Ipv4Prefix::new(a, c.prefix_len()).unwrap_or_else(|| unreachable!("a valid Cidr")),
-        ),
-        IpAddr::V6(a) => Prefix::V6(
-            Ipv6Prefix::new(a, c.prefix_len()).unwrap_or_else(|| unreachable!("a valid Cidr")),
-        ),
     }
 }
 

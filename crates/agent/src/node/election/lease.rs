@@ -36,7 +36,7 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher;
 use purelb_api::election::Electorate;
 use purelb_api::lease;
-use purelb_api::pool::Cidr;
+use purelb_api::pool::IpNet;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
@@ -143,7 +143,7 @@ pub enum Notice {
 #[derive(Clone)]
 pub struct ElectionHandle {
     view: watch::Receiver<View>,
-    subnets: watch::Sender<Vec<Cidr>>,
+    subnets: watch::Sender<Vec<IpNet>>,
     commands: mpsc::UnboundedSender<Command>,
 }
 
@@ -166,7 +166,7 @@ impl ElectionHandle {
     }
 
     /// This node's subnets changed: the lease is rewritten at once.
-    pub fn set_subnets(&self, subnets: Vec<Cidr>) {
+    pub fn set_subnets(&self, subnets: Vec<IpNet>) {
         self.subnets.send_if_modified(|current| {
             if *current == subnets {
                 false
@@ -214,7 +214,7 @@ pub async fn start(
     client: kube::Client,
     identity: Identity,
     timing: Timing,
-    initial_subnets: Vec<Cidr>,
+    initial_subnets: Vec<IpNet>,
     metrics: Arc<Metrics>,
     notices: mpsc::UnboundedSender<Notice>,
 ) -> Result<ElectionHandle, StartError> {
@@ -305,7 +305,7 @@ struct Runtime {
     notices: mpsc::UnboundedSender<Notice>,
     view: watch::Sender<View>,
     /// The subnets of the last successful write.
-    written_subnets: Option<Vec<Cidr>>,
+    written_subnets: Option<Vec<IpNet>>,
     /// When the last successful renewal was sent.
     last_ok_sent: Option<Instant>,
     healthy: bool,
@@ -318,7 +318,7 @@ struct Runtime {
 /// The result of one renewal, sent back from its task.
 struct Renewed {
     sent: Instant,
-    subnets: Vec<Cidr>,
+    subnets: Vec<IpNet>,
     result: Result<(), String>,
 }
 
@@ -326,7 +326,7 @@ impl Runtime {
     async fn run(
         mut self,
         mut changes: mpsc::UnboundedReceiver<()>,
-        mut subnets: watch::Receiver<Vec<Cidr>>,
+        mut subnets: watch::Receiver<Vec<IpNet>>,
         mut commands: mpsc::UnboundedReceiver<Command>,
     ) {
         let (renewed_tx, mut renewed) = mpsc::unbounded_channel::<Renewed>();
@@ -430,7 +430,7 @@ impl Runtime {
     }
 
     /// The first write (start-up): awaited inline.
-    async fn renew_once(&mut self, subnets: Vec<Cidr>) {
+    async fn renew_once(&mut self, subnets: Vec<IpNet>) {
         let task = RenewTask {
             leases: self.leases.clone(),
             identity: self.identity.clone(),
@@ -506,7 +506,7 @@ impl Runtime {
 
     /// The electorate from the store: every live `purelb-node-*` lease except our
     /// own, which is represented by what we last wrote (while healthy).
-    fn electorate(&self) -> (Electorate, BTreeSet<Cidr>) {
+    fn electorate(&self) -> (Electorate, BTreeSet<IpNet>) {
         let now = Timestamp::now();
         let mut electorate = Electorate::new();
         let mut all_subnets = BTreeSet::new();
@@ -520,7 +520,7 @@ impl Runtime {
             if node == self.identity.node || !lease::lease_is_live(&lease_object, now) {
                 continue;
             }
-            let subnets: Vec<Cidr> = lease::lease_subnets(&lease_object)
+            let subnets: Vec<IpNet> = lease::lease_subnets(&lease_object)
                 .into_iter()
                 .map(|s| s.cidr())
                 .collect();
@@ -584,7 +584,7 @@ impl Runtime {
         }
     }
 
-    fn publish_view(&self, built: Option<(Electorate, BTreeSet<Cidr>)>) {
+    fn publish_view(&self, built: Option<(Electorate, BTreeSet<IpNet>)>) {
         let (electorate, subnets) = built.unwrap_or_else(|| self.electorate());
         self.metrics
             .member_count
@@ -687,7 +687,7 @@ struct RenewTask {
 impl RenewTask {
     /// Writes the lease (merge patch; created when missing, also when someone else
     /// deleted it) within `retry_period`.
-    async fn renew(&self, subnets: &[Cidr]) -> Result<(), String> {
+    async fn renew(&self, subnets: &[IpNet]) -> Result<(), String> {
         let timeout = self.timing.retry_period.max(Duration::from_secs(1));
         match tokio::time::timeout(timeout, self.write(subnets)).await {
             Ok(result) => result.map_err(|e| e.to_string()),
@@ -695,7 +695,7 @@ impl RenewTask {
         }
     }
 
-    async fn write(&self, subnets: &[Cidr]) -> Result<(), kube::Error> {
+    async fn write(&self, subnets: &[IpNet]) -> Result<(), kube::Error> {
         let name = lease::lease_name(&self.identity.node);
         let body = self.object(&name, subnets);
         match self
@@ -715,7 +715,7 @@ impl RenewTask {
         }
     }
 
-    fn object(&self, name: &str, subnets: &[Cidr]) -> Lease {
+    fn object(&self, name: &str, subnets: &[IpNet]) -> Lease {
         let seconds =
             i32::try_from(self.timing.lease_duration.as_secs().max(1)).unwrap_or(i32::MAX);
         Lease {

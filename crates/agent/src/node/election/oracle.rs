@@ -99,7 +99,7 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
-    use purelb_api::pool::Cidr;
+    use purelb_api::pool::parse_cidr;
 
     use super::*;
 
@@ -109,7 +109,7 @@ mod tests {
 
     #[test]
     fn electorate_is_an_election() {
-        let cidr = |s: &str| Cidr::parse(s).unwrap();
+        let cidr = |s: &str| parse_cidr(s).unwrap();
         let e: Electorate = [
             ("node-a", vec![cidr("192.168.1.0/24")]),
             ("node-b", vec![cidr("192.168.1.0/24")]),
@@ -133,7 +133,7 @@ mod tests {
     }
 
     fn view(healthy: bool, claim_after: Option<Instant>) -> View {
-        let cidr = Cidr::parse("198.51.100.0/28").unwrap();
+        let cidr = parse_cidr("198.51.100.0/28").unwrap();
         View {
             node: "a".into(),
             electorate: Arc::new(

@@ -15,12 +15,13 @@ use serde::Deserialize;
 
 use purelb_bgp::fsm::GracefulRestartConfig;
 use purelb_bgp::policy::{
-    Actions, CommunityAction, CommunityOp, Conditions, ExportPolicy, IpNet, MatchKind, MedAction,
+    Actions, CommunityAction, CommunityOp, Conditions, ExportPolicy, MatchKind, MedAction,
     PolicyConfig, RouteAction, SetCondition, Statement, parse_community, parse_large_community,
+    parse_prefix,
 };
 use purelb_bgp::rib::LocalRoute;
 use purelb_bgp::speaker::{BGP_PORT, DynamicNeighbors, NeighborConfig, SpeakerConfig};
-use purelb_bgp::wire::{AfiSafi, Ipv4Prefix, Ipv6Prefix, Prefix};
+use purelb_bgp::wire::{AfiSafi, Prefix};
 
 /// The whole file.
 #[derive(Debug, Clone, Deserialize)]
@@ -342,12 +343,8 @@ fn family(path: &str, s: &str) -> Result<AfiSafi> {
 
 /// A prefix of either family from `a.b.c.d/n`, `x::y/n` or a bare address.
 pub fn prefix(path: &str, s: &str) -> Result<Prefix> {
-    let net = IpNet::parse(s).map_err(|e| anyhow::anyhow!("{path}: {e}"))?;
-    let p = match net.addr {
-        IpAddr::V4(a) => Ipv4Prefix::new(a, net.len).map(Prefix::V4),
-        IpAddr::V6(a) => Ipv6Prefix::new(a, net.len).map(Prefix::V6),
-    };
-    p.ok_or_else(|| anyhow::anyhow!("{path}: invalid prefix {s:?}"))
+    let net = parse_prefix(s).map_err(|e| anyhow::anyhow!("{path}: {e}"))?;
+    Ok(Prefix::of(net))
 }
 
 impl FileConfig {
@@ -383,13 +380,13 @@ impl FileConfig {
             .map(|(i, d)| {
                 let path = format!("dynamicNeighbors[{i}]");
                 let prefix =
-                    IpNet::parse(&d.prefix).map_err(|e| anyhow::anyhow!("{path}.prefix: {e}"))?;
+                    parse_prefix(&d.prefix).map_err(|e| anyhow::anyhow!("{path}.prefix: {e}"))?;
                 if d.template.address.is_some() {
                     bail!("{path}.template.address: not allowed in a template");
                 }
                 let template = d
                     .template
-                    .convert(&format!("{path}.template"), prefix.addr)?;
+                    .convert(&format!("{path}.template"), prefix.addr())?;
                 Ok(DynamicNeighbors { prefix, template })
             })
             .collect::<Result<_>>()?;
