@@ -15,9 +15,7 @@
 //! added and no Service wants any more are removed. Addresses still wanted are
 //! kept in place (no withdraw / re-add).
 
-use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,10 +31,8 @@ use purelb_api::annotations;
 use purelb_api::crd::{LBNodeAgent, ServiceGroup};
 use purelb_api::pool::IpNet;
 use purelb_kube_edge::Watches;
-use purelb_kube_edge::echoes::WriteEchoes;
 use purelb_kube_edge::events::EventSink;
 use purelb_kube_edge::http::Health;
-use purelb_kube_edge::queue::WorkQueue;
 use purelb_kube_edge::retry::Retries;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -97,17 +93,12 @@ enum Input {
 }
 
 mod configure;
+mod intake;
 mod write;
 
 use configure::{Configured, PreConfig};
+use intake::{Intake, Work};
 use write::WriteError;
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum Work {
-    Config,
-    Pools,
-    Service(String),
-}
 
 pub struct Controller {
     client: Client,
@@ -120,8 +111,6 @@ pub struct Controller {
     agents: Store<LBNodeAgent>,
     groups: Store<ServiceGroup>,
     nodes: Store<Node>,
-    /// Service key → names of its EndpointSlices.
-    slice_index: HashMap<String, BTreeSet<String>>,
     net: NetSnapshot,
     announcer: Announcer,
     election: ElectionHandle,
@@ -131,15 +120,11 @@ pub struct Controller {
     pools: PoolTable,
     lease_subnets: Vec<IpNet>,
     previous_ingress: HashMap<String, Vec<IpAddr>>,
-    /// A hash of what matters in each Service (everything but the announcing
-    /// annotations and the resourceVersion).
-    fingerprints: HashMap<String, u64>,
-    queue: WorkQueue<Work>,
+    /// What the watches and our writes brought in, as work.
+    intake: Intake,
     /// Retries of failed Services, with a backoff per Service key.
     retries: Retries<Input>,
     inputs_tx: mpsc::UnboundedSender<Input>,
-    /// Our Service writes under way and their echoes awaited.
-    echoes: WriteEchoes,
     /// (Service, address) pairs last decided `noLocalInterface`: logged at info once
     /// per change, not on every pass.
     no_local: HashSet<(String, IpAddr)>,
@@ -233,7 +218,6 @@ impl Controller {
             agents,
             groups,
             nodes,
-            slice_index: HashMap::new(),
             net,
             announcer,
             election,
@@ -242,11 +226,9 @@ impl Controller {
             pools: PoolTable::default(),
             lease_subnets,
             previous_ingress: HashMap::new(),
-            fingerprints: HashMap::new(),
-            queue: WorkQueue::default(),
+            intake: Intake::default(),
             retries: Retries::new(tx.clone(), Input::Retry),
             inputs_tx: tx,
-            echoes: WriteEchoes::default(),
             no_local: HashSet::new(),
             node_labels: BTreeMap::new(),
         };
@@ -262,12 +244,13 @@ impl Controller {
         while let Ok(input) = inputs.try_recv() {
             controller.accept(input).await;
         }
-        controller.rebuild_slice_index();
+        controller.intake.rebuild_slice_index(&controller.slices);
         controller
+            .intake
             .queue
             .retain(|work| !matches!(work, Work::Service(_)));
         controller.enqueue_all();
-        tracing::info!(op = "startup", node = %controller.settings.node, services = controller.queue.len(), "caches synced; first full pass");
+        tracing::info!(op = "startup", node = %controller.settings.node, services = controller.intake.queue.len(), "caches synced; first full pass");
         controller.drain(&mut inputs).await;
         controller.announcer.remove_unclaimed().await;
         controller.health.set_ready(true);
@@ -328,7 +311,7 @@ impl Controller {
         while let Ok(input) = inputs.try_recv() {
             self.accept(input).await;
         }
-        while let Some(work) = self.queue.pop() {
+        while let Some(work) = self.intake.queue.pop() {
             self.process(work).await;
             while let Ok(input) = inputs.try_recv() {
                 self.accept(input).await;
@@ -337,12 +320,17 @@ impl Controller {
     }
 
     fn enqueue(&mut self, work: Work) {
-        self.queue.push(work);
+        self.intake.enqueue(work);
     }
 
     /// Every Service in the store and every one we still remember (deleted ones).
     fn enqueue_all(&mut self) {
-        let mut keys: BTreeSet<String> = self.services.state().iter().map(|s| key_of(s)).collect();
+        let mut keys: BTreeSet<String> = self
+            .services
+            .state()
+            .iter()
+            .map(|s| purelb_api::service::key(s))
+            .collect();
         keys.extend(self.previous_ingress.keys().cloned());
         for key in keys {
             self.enqueue(Work::Service(key));
@@ -351,8 +339,11 @@ impl Controller {
 
     async fn accept(&mut self, input: Input) {
         match input {
-            Input::Service(event) => self.accept_service(*event),
-            Input::Slice(event) => self.accept_slice(*event),
+            Input::Service(event) => {
+                let remembered = self.previous_ingress.keys();
+                self.intake.service(&event, &self.services, remembered);
+            }
+            Input::Slice(event) => self.intake.slice(&event, &self.slices),
             Input::Agents => self.enqueue(Work::Config),
             // Status heartbeats do not matter: only the labels select an LBNodeAgent.
             Input::Node => {
@@ -380,82 +371,6 @@ impl Controller {
         }
     }
 
-    fn accept_service(&mut self, event: Event<Service>) {
-        match event {
-            Event::Apply(s) | Event::InitApply(s) => {
-                let key = key_of(&s);
-                let version = s.metadata.resource_version.as_deref().unwrap_or_default();
-                if self.echoes.observed(&key, version) {
-                    self.enqueue(Work::Service(key.clone()));
-                }
-                let fingerprint = fingerprint(&s);
-                if self.fingerprints.insert(key.clone(), fingerprint) != Some(fingerprint) {
-                    self.enqueue(Work::Service(key));
-                }
-            }
-            Event::Delete(s) => {
-                let key = key_of(&s);
-                self.fingerprints.remove(&key);
-                self.enqueue(Work::Service(key));
-            }
-            Event::InitDone => {
-                // After a re-list no deletions are reported: Services we remember
-                // that are gone get their withdrawals now.
-                let present: HashSet<String> =
-                    self.services.state().iter().map(|s| key_of(s)).collect();
-                let gone: Vec<String> = self
-                    .previous_ingress
-                    .keys()
-                    .filter(|k| !present.contains(*k))
-                    .cloned()
-                    .collect();
-                for key in gone.into_iter().chain(self.echoes.relisted()) {
-                    self.enqueue(Work::Service(key));
-                }
-            }
-            Event::Init => {}
-        }
-    }
-
-    fn accept_slice(&mut self, event: Event<EndpointSlice>) {
-        match event {
-            Event::Apply(s) | Event::InitApply(s) => {
-                if let Some(key) = slice_service(&s) {
-                    self.slice_index
-                        .entry(key.clone())
-                        .or_default()
-                        .insert(s.name_any());
-                    self.enqueue(Work::Service(key));
-                }
-            }
-            Event::Delete(s) => {
-                if let Some(key) = slice_service(&s) {
-                    if let Some(names) = self.slice_index.get_mut(&key) {
-                        names.remove(&s.name_any());
-                        if names.is_empty() {
-                            self.slice_index.remove(&key);
-                        }
-                    }
-                    self.enqueue(Work::Service(key));
-                }
-            }
-            Event::InitDone => self.rebuild_slice_index(),
-            Event::Init => {}
-        }
-    }
-
-    fn rebuild_slice_index(&mut self) {
-        self.slice_index.clear();
-        for s in self.slices.state() {
-            if let Some(key) = slice_service(&s) {
-                self.slice_index
-                    .entry(key)
-                    .or_default()
-                    .insert(s.name_any());
-            }
-        }
-    }
-
     fn written(&mut self, key: String, result: Result<Option<String>, WriteError>) {
         let produced = match result {
             Ok(version) => {
@@ -477,9 +392,7 @@ impl Controller {
                 None
             }
         };
-        if self.echoes.finished(&key, produced) {
-            self.enqueue(Work::Service(key));
-        }
+        self.intake.written(&key, produced);
     }
 
     async fn process(&mut self, work: Work) {
@@ -603,14 +516,10 @@ impl Controller {
     }
 
     async fn process_service(&mut self, key: &str) {
-        let svc = self.service(key);
-        let version = svc
-            .as_ref()
-            .and_then(|s| s.metadata.resource_version.as_deref());
-        if !self.echoes.admit(key, version) {
+        if !self.intake.admit(key, &self.services) {
             return;
         }
-        let Some(svc) = svc else {
+        let Some(svc) = self.service(key) else {
             self.service_gone(key).await;
             return;
         };
@@ -762,7 +671,7 @@ impl Controller {
 
     /// The Service is gone from the cache: withdraw what it announced.
     async fn service_gone(&mut self, key: &str) {
-        self.fingerprints.remove(key);
+        self.intake.forget(key);
         self.retries.forget(key);
         self.no_local.retain(|(k, _)| k != key);
         let Some(previous) = self.previous_ingress.remove(key) else {
@@ -786,7 +695,7 @@ impl Controller {
     }
 
     fn healthy_nodes(&self, key: &str) -> BTreeSet<String> {
-        let Some(names) = self.slice_index.get(key) else {
+        let Some(names) = self.intake.slices_of(key) else {
             return BTreeSet::new();
         };
         let Some((namespace, _)) = key.split_once('/') else {
@@ -815,43 +724,12 @@ impl Controller {
         let name = svc.name_any();
         let tx = self.inputs_tx.clone();
         let key = key.to_owned();
-        self.echoes.started(&key);
+        self.intake.echoes.started(&key);
         tokio::spawn(async move {
             let result = write::patch_service(&api, &name, &patch).await;
             let _ = tx.send(Input::Written { key, result });
         });
     }
-}
-
-/// `namespace/name`.
-fn key_of(s: &Service) -> String {
-    purelb_api::service::key(s)
-}
-
-fn slice_service(slice: &EndpointSlice) -> Option<String> {
-    let namespace = slice.metadata.namespace.as_deref()?;
-    let service = slice.metadata.labels.as_ref()?.get(SERVICE_NAME_LABEL)?;
-    Some(format!("{namespace}/{service}"))
-}
-
-/// A hash of the parts of a Service the agent's decisions depend on: spec,
-/// status, and annotations other than the announcing ones.
-fn fingerprint(s: &Service) -> u64 {
-    let mut h = DefaultHasher::new();
-    serde_json::to_string(&s.spec)
-        .unwrap_or_default()
-        .hash(&mut h);
-    serde_json::to_string(&s.status)
-        .unwrap_or_default()
-        .hash(&mut h);
-    for (k, v) in s.annotations() {
-        if !annotations::is_announcing_key(k) {
-            k.hash(&mut h);
-            v.hash(&mut h);
-        }
-    }
-    s.metadata.deletion_timestamp.is_some().hash(&mut h);
-    h.finish()
 }
 
 /// Kernel notifications that can change a decision: links, foreign addresses, the
@@ -895,49 +773,6 @@ mod tests {
     use super::*;
     use crate::kernel::{Address, RouteChange};
     use purelb_api::pool::{IpFamily, parse_cidr};
-    use serde_json::json;
-
-    fn service(annotations: serde_json::Value, etp: &str) -> Service {
-        serde_json::from_value(json!({
-            "metadata": {"name": "web", "namespace": "ns", "resourceVersion": "1", "annotations": annotations},
-            "spec": {"type": "LoadBalancer", "externalTrafficPolicy": etp},
-            "status": {"loadBalancer": {"ingress": [{"ip": "198.51.100.4"}]}},
-        }))
-        .unwrap()
-    }
-
-    #[test]
-    fn announcing_annotations_and_versions_do_not_change_the_fingerprint() {
-        let a = service(json!({"purelb.io/allocated-by": "PureLB"}), "Cluster");
-        let mut b = service(
-            json!({"purelb.io/allocated-by": "PureLB", "purelb.io/announcing-IPv4": "n,eth0,198.51.100.4"}),
-            "Cluster",
-        );
-        b.metadata.resource_version = Some("2".into());
-        assert_eq!(fingerprint(&a), fingerprint(&b));
-        let c = service(
-            json!({"purelb.io/allocated-by": "PureLB", "purelb.io/allow-local": ""}),
-            "Cluster",
-        );
-        assert_ne!(fingerprint(&a), fingerprint(&c));
-        let d = service(json!({"purelb.io/allocated-by": "PureLB"}), "Local");
-        assert_ne!(fingerprint(&a), fingerprint(&d));
-    }
-
-    #[test]
-    fn slices_map_to_their_service() {
-        let slice: EndpointSlice = serde_json::from_value(json!({
-            "metadata": {"name": "web-abc", "namespace": "ns", "labels": {"kubernetes.io/service-name": "web"}},
-            "addressType": "IPv4", "endpoints": [],
-        }))
-        .unwrap();
-        assert_eq!(slice_service(&slice).as_deref(), Some("ns/web"));
-        let orphan: EndpointSlice = serde_json::from_value(json!({
-            "metadata": {"name": "x", "namespace": "ns"}, "addressType": "IPv4", "endpoints": [],
-        }))
-        .unwrap();
-        assert_eq!(slice_service(&orphan), None);
-    }
 
     fn address(protocol: u8) -> Address {
         Address {
