@@ -26,10 +26,7 @@ impl BgpAgent {
         }
     }
 
-    pub(super) async fn imported(
-        &mut self,
-        delta: Result<crate::kernel::AddressDelta, crate::kernel::KernelError>,
-    ) {
+    pub(super) async fn imported(&mut self, delta: Result<AddressDelta, KernelError>) {
         let delta = match delta {
             Ok(d) => d,
             Err(error) => {

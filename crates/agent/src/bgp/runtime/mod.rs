@@ -41,7 +41,7 @@ use crate::bgp::status::{
     node_status, shutdown_status,
 };
 use crate::event::Event;
-use crate::kernel::{AddressWatcher, Kernel, OperState, glob_match};
+use crate::kernel::{AddressDelta, AddressWatcher, Kernel, KernelError, OperState, glob_match};
 
 mod export;
 mod import;
@@ -100,22 +100,45 @@ pub async fn run(
     };
     loop {
         let status_at = earliest(agent.status_due, agent.heartbeat_due);
-        tokio::select! {
-            () = stopped(&mut shutdown) => break,
+        let input = tokio::select! {
+            () = stopped(&mut shutdown) => Input::Stop,
             Some(()) = changes.recv() => {
                 tokio::time::sleep(CONFIG_DEBOUNCE).await;
                 while changes.try_recv().is_ok() {}
-                agent.reconcile().await;
+                Input::Configuration
             }
-            delta = next_delta(agent.importer.as_mut()) => agent.imported(delta).await,
-            () = speaker_changed(agent.speaker_changes.as_mut()) => {
-                agent.status_due.get_or_insert(Instant::now() + STATUS_DEBOUNCE);
+            delta = next_delta(agent.importer.as_mut()) => Input::Address(delta),
+            () = speaker_changed(agent.speaker_changes.as_mut()) => Input::Speaker,
+            () = sleep_until(status_at) => Input::StatusDue,
+        };
+        match input {
+            Input::Stop => break,
+            Input::Configuration => agent.reconcile().await,
+            Input::Address(delta) => agent.imported(delta).await,
+            Input::Speaker => {
+                agent
+                    .status_due
+                    .get_or_insert(Instant::now() + STATUS_DEBOUNCE);
             }
-            () = sleep_until(status_at) => agent.write_status().await,
+            Input::StatusDue => agent.write_status().await,
         }
     }
     agent.stop().await;
     Ok(())
+}
+
+/// What reaches the BGP runtime, one handler each.
+enum Input {
+    /// A BGPConfiguration, Secret or this node's Node changed (bursts coalesced).
+    Configuration,
+    /// An address appeared on or left a `netlinkImport` interface.
+    Address(Result<AddressDelta, KernelError>),
+    /// A session's state or its received routes changed.
+    Speaker,
+    /// The debounced status write or the heartbeat is due.
+    StatusDue,
+    /// The agent is stopping.
+    Stop,
 }
 
 struct BgpAgent {
@@ -358,9 +381,7 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
-async fn next_delta(
-    w: Option<&mut AddressWatcher>,
-) -> Result<crate::kernel::AddressDelta, crate::kernel::KernelError> {
+async fn next_delta(w: Option<&mut AddressWatcher>) -> Result<AddressDelta, KernelError> {
     match w {
         Some(w) => w.next().await,
         None => std::future::pending().await,
