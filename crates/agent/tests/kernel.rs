@@ -5,8 +5,8 @@
 use anyhow::{Context, Result, anyhow, bail};
 use futures::StreamExt;
 use purelb_agent::kernel::{
-    AddressOptions, AddressWatcher, EventGroups, EventStream, Kernel, KernelError, KernelEvent,
-    PURELB_ADDR_PROTO, WatchedAddress, flags,
+    AddressFollower, AddressOptions, EventGroups, EventStream, FollowedAddress, Kernel,
+    KernelError, KernelEvent, PURELB_ADDR_PROTO, flags,
 };
 use purelb_api::pool::IpFamily;
 use serde_json::Value;
@@ -635,15 +635,15 @@ fn events_for_addresses_links_and_routes() -> Result<()> {
     })
 }
 
-async fn next_delta(w: &mut AddressWatcher) -> Result<purelb_agent::kernel::AddressDelta> {
+async fn next_delta(w: &mut AddressFollower) -> Result<purelb_agent::kernel::AddressDelta> {
     tokio::time::timeout(T, w.next())
         .await
         .map_err(|_| anyhow!("timed out waiting for an address delta"))?
         .map_err(Into::into)
 }
 
-fn wa(ip_: &str, prefix_len: u8) -> WatchedAddress {
-    WatchedAddress {
+fn wa(ip_: &str, prefix_len: u8) -> FollowedAddress {
+    FollowedAddress {
         ip: ip(ip_),
         prefix_len,
     }
@@ -659,7 +659,7 @@ fn address_watcher_follows_matching_interfaces() -> Result<()> {
     lab.add_fake_dummy(&n1, "kube-lb0")?;
     n1.ip(&["addr", "add", "203.0.113.1/32", "dev", "kube-lb0"])?;
     n1.block_on(|| async {
-        let mut w = AddressWatcher::open(["kube-lb?"]).await?;
+        let mut w = AddressFollower::open(["kube-lb?"]).await?;
         // Initial dump: what is already there (link-locals left out).
         let d = next_delta(&mut w).await?;
         assert_eq!(d.added, [wa("203.0.113.1", 32)]);

@@ -143,33 +143,34 @@ pub fn parse_allocated_from(value: &str) -> Vec<&str> {
 
 /// A node name or interface that cannot be written into an announcing entry.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum InvalidAnnouncer {
+pub enum InvalidSlotOwner {
     #[error("announcing node name {0:?} is empty or contains a comma or whitespace")]
     Node(String),
     #[error("announcing interface {0:?} is empty or contains whitespace")]
     Interface(String),
 }
 
-/// Who announces an IP: a node and the interface carrying the address.
+/// The owner of an IP's announcing slot: the node announcing it and the interface carrying
+/// the address.
 /// Validated so every value encodes to an entry that parses back to itself:
 /// the node ends at the first comma, and entries are separated by whitespace.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Announcer {
+pub struct SlotOwner {
     node: String,
     interface: String,
 }
 
-impl Announcer {
+impl SlotOwner {
     pub fn new(
         node: impl Into<String>,
         interface: impl Into<String>,
-    ) -> Result<Self, InvalidAnnouncer> {
+    ) -> Result<Self, InvalidSlotOwner> {
         let (node, interface) = (node.into(), interface.into());
         if node.is_empty() || node.contains(',') || node.contains(char::is_whitespace) {
-            return Err(InvalidAnnouncer::Node(node));
+            return Err(InvalidSlotOwner::Node(node));
         }
         if interface.is_empty() || interface.contains(char::is_whitespace) {
-            return Err(InvalidAnnouncer::Interface(interface));
+            return Err(InvalidSlotOwner::Interface(interface));
         }
         Ok(Self { node, interface })
     }
@@ -188,7 +189,7 @@ impl Announcer {
 /// unchanged reconcile can skip the API write.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Announcements {
-    slots: BTreeMap<IpAddr, Announcer>,
+    slots: BTreeMap<IpAddr, SlotOwner>,
 }
 
 impl Announcements {
@@ -208,7 +209,7 @@ impl Announcements {
             let Some((interface, ip)) = rest.rsplit_once(',') else {
                 continue;
             };
-            let (Some(ip), Ok(announcer)) = (parse_ip(ip), Announcer::new(node, interface)) else {
+            let (Some(ip), Ok(announcer)) = (parse_ip(ip), SlotOwner::new(node, interface)) else {
                 continue;
             };
             match parsed.slots.get(&ip) {
@@ -237,12 +238,12 @@ impl Announcements {
     }
 
     /// The announcer recorded for `ip`.
-    pub fn announcer(&self, ip: IpAddr) -> Option<&Announcer> {
+    pub fn announcer(&self, ip: IpAddr) -> Option<&SlotOwner> {
         self.slots.get(&ip.to_canonical())
     }
 
     /// Slots in IP order.
-    pub fn iter(&self) -> impl Iterator<Item = (IpAddr, &Announcer)> {
+    pub fn iter(&self) -> impl Iterator<Item = (IpAddr, &SlotOwner)> {
         self.slots.iter().map(|(ip, a)| (*ip, a))
     }
 
@@ -262,7 +263,7 @@ impl Announcements {
     pub fn claim(
         &mut self,
         ip: IpAddr,
-        announcer: Announcer,
+        announcer: SlotOwner,
         ingress: &[IpAddr],
     ) -> Option<String> {
         let ip = ip.to_canonical();
@@ -300,8 +301,8 @@ mod tests {
         s.parse().unwrap()
     }
 
-    fn announcer(node: &str, interface: &str) -> Announcer {
-        Announcer::new(node, interface).unwrap()
+    fn announcer(node: &str, interface: &str) -> SlotOwner {
+        SlotOwner::new(node, interface).unwrap()
     }
 
     #[test]
@@ -400,16 +401,16 @@ mod tests {
 
     #[test]
     fn announcer_validation() {
-        assert!(Announcer::new("node-a", "eth0,1").is_ok());
+        assert!(SlotOwner::new("node-a", "eth0,1").is_ok());
         assert_eq!(
-            Announcer::new("", "eth0"),
-            Err(InvalidAnnouncer::Node(String::new()))
+            SlotOwner::new("", "eth0"),
+            Err(InvalidSlotOwner::Node(String::new()))
         );
-        assert!(Announcer::new("a,b", "eth0").is_err());
-        assert!(Announcer::new("a b", "eth0").is_err());
-        assert!(Announcer::new("a", "").is_err());
-        assert!(Announcer::new("a", "eth\t0").is_err());
-        assert!(Announcer::new("a", "eth\u{a0}0").is_err());
+        assert!(SlotOwner::new("a,b", "eth0").is_err());
+        assert!(SlotOwner::new("a b", "eth0").is_err());
+        assert!(SlotOwner::new("a", "").is_err());
+        assert!(SlotOwner::new("a", "eth\t0").is_err());
+        assert!(SlotOwner::new("a", "eth\u{a0}0").is_err());
     }
 
     #[test]

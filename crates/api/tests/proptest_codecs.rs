@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use proptest::prelude::*;
 use purelb_api::annotations::{
-    Announcements, Announcer, encode_allocated_from, parse_addresses, parse_allocated_from,
+    Announcements, SlotOwner, encode_allocated_from, parse_addresses, parse_allocated_from,
 };
 use purelb_api::election::{Electorate, winner};
 use purelb_api::lease::{decode_subnets, encode_subnets};
@@ -90,7 +90,7 @@ proptest! {
             .join(" ");
         let before = Announcements::parse(&value);
         let ip = if ingress.is_empty() { extra } else { ingress[pick.index(ingress.len())] };
-        let announcer = Announcer::new(mine.0.clone(), mine.1.clone()).expect("valid announcer");
+        let announcer = SlotOwner::new(mine.0.clone(), mine.1.clone()).expect("valid announcer");
         let mut after = before.clone();
         let stolen = after.claim(ip, announcer.clone(), &ingress);
 

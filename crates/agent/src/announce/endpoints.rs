@@ -13,15 +13,11 @@ use k8s_openapi::api::discovery::v1::{EndpointConditions, EndpointSlice};
 /// The label that ties an EndpointSlice to its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
-/// Whether `slice` belongs to the Service `namespace/name`.
-pub fn slice_belongs_to(slice: &EndpointSlice, namespace: &str, name: &str) -> bool {
-    slice.metadata.namespace.as_deref() == Some(namespace)
-        && slice
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|labels| labels.get(SERVICE_NAME_LABEL))
-            .is_some_and(|service| service == name)
+/// The Service (`namespace/name`) `slice` belongs to.
+pub fn service_of(slice: &EndpointSlice) -> Option<String> {
+    let namespace = slice.metadata.namespace.as_deref()?;
+    let service = slice.metadata.labels.as_ref()?.get(SERVICE_NAME_LABEL)?;
+    Some(format!("{namespace}/{service}"))
 }
 
 /// Ready or Serving.
@@ -193,11 +189,11 @@ mod tests {
                 .into_iter()
                 .collect(),
         );
-        assert!(slice_belongs_to(&s, "ns", "web"));
-        assert!(!slice_belongs_to(&s, "ns", "api"));
-        assert!(!slice_belongs_to(&s, "other", "web"));
+        assert_eq!(service_of(&s).as_deref(), Some("ns/web"));
+        s.metadata.namespace = Some("other".into());
+        assert_eq!(service_of(&s).as_deref(), Some("other/web"));
         s.metadata.labels = None;
-        assert!(!slice_belongs_to(&s, "ns", "web"));
+        assert_eq!(service_of(&s), None);
     }
 
     proptest! {

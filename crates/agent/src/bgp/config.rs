@@ -33,12 +33,13 @@ use purelb_bgp::wire::AfiSafi;
 
 use crate::parse::label_selector::Selector;
 
+/// `RTPROT_BGP`, the default `netlinkExport.routeProtocol`.
+pub const RTPROT_BGP: u8 = 186;
+
 /// The default `routerIDPool`.
 pub const DEFAULT_ROUTER_ID_POOL: &str = "10.255.0.0/16";
 /// The default `netlinkImport.interfaceList`.
 pub const DEFAULT_IMPORT_INTERFACE: &str = "kube-lb0";
-/// RTPROT_BGP, the default `netlinkExport.routeProtocol`.
-pub const DEFAULT_ROUTE_PROTOCOL: u8 = 186;
 /// The default `nodeStatus.heartbeatSeconds`.
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(60);
 /// The default export-rule metric.
@@ -775,7 +776,7 @@ impl Mapper<'_> {
                 .push("spec.netlinkExport.dampeningInterval (changes apply at once)".into());
         }
         let protocol = match e.and_then(|e| e.route_protocol) {
-            None | Some(0) => DEFAULT_ROUTE_PROTOCOL,
+            None | Some(0) => RTPROT_BGP,
             Some(p) => u8::try_from(p).ok().filter(|p| *p > 4).ok_or_else(|| {
                 invalid(
                     "spec.netlinkExport.routeProtocol",
@@ -1146,7 +1147,7 @@ spec:
         assert!(m.export.enabled);
         assert_eq!(m.export.rules[0].communities, vec![(65000 << 16) | 999]);
         assert_eq!(m.export.rules[0].metric, 30);
-        assert_eq!(m.export.protocol, DEFAULT_ROUTE_PROTOCOL);
+        assert_eq!(m.export.protocol, RTPROT_BGP);
         assert!(
             m.unsupported.contains(&"spec.global.families".to_string()),
             "{:?}",

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use purelb_agent::announce::controller::{Controller, Settings};
+use purelb_agent::announce::controller::{Controller, Options};
 use purelb_agent::bgp::runtime::{self as bgp_runtime, BgpOptions};
 use purelb_agent::event::COMPONENT;
 use purelb_agent::kernel::Kernel;
@@ -135,7 +135,7 @@ async fn run(args: Args, timing: Timing) -> anyhow::Result<()> {
         EventSink::spawn(client.clone(), COMPONENT, Some(args.node_name.clone())),
         stop.clone(),
     ));
-    let settings = Settings {
+    let settings = Options {
         namespace: args.namespace,
         node: args.node_name,
         instance,

@@ -9,14 +9,14 @@ use purelb_api::pool::{IpNet, network_of};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 
-/// An address on a watched interface.
+/// An address on a followed interface.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct WatchedAddress {
+pub struct FollowedAddress {
     pub ip: IpAddr,
     pub prefix_len: u8,
 }
 
-impl WatchedAddress {
+impl FollowedAddress {
     /// The network the address sits in: the connected route the kernel
     /// installs for it (unless it was added with `noprefixroute`).
     pub fn network(&self) -> IpNet {
@@ -28,13 +28,13 @@ impl WatchedAddress {
     }
 }
 
-/// What changed since the previous [`AddressWatcher::next`].
+/// What changed since the previous [`AddressFollower::next`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AddressDelta {
     /// Sorted.
-    pub added: Vec<WatchedAddress>,
+    pub added: Vec<FollowedAddress>,
     /// Sorted.
-    pub removed: Vec<WatchedAddress>,
+    pub removed: Vec<FollowedAddress>,
 }
 
 impl AddressDelta {
@@ -46,7 +46,7 @@ impl AddressDelta {
 /// Watches the addresses on every interface whose name matches one of a
 /// set of globs ([`glob_match`]: `*`, `?`).
 ///
-/// The watched set is of `(ip, prefix_len)` pairs, across all matching
+/// The followed set is of `(ip, prefix_len)` pairs, across all matching
 /// interfaces: a pair on two matching interfaces counts once, and is
 /// removed when it is on none. IPv6 link-local addresses are left out.
 /// Interfaces that appear later, are renamed into or out of the patterns,
@@ -56,22 +56,22 @@ impl AddressDelta {
 /// when it is empty); each later call waits for a change, applies every
 /// notification already queued (so a burst comes as one delta), and
 /// returns the net change. Changes that cancel out within a batch are not
-/// reported. After a receive-buffer overrun the watcher re-reads the
+/// reported. After a receive-buffer overrun the follower re-reads the
 /// kernel's state and reports the difference. `next` is cancel-safe.
 #[derive(Debug)]
-pub struct AddressWatcher {
+pub struct AddressFollower {
     events: EventStream,
     patterns: Vec<String>,
     /// Every (non-link-local) address on every link, by ifindex.
-    all: BTreeSet<(u32, WatchedAddress)>,
+    all: BTreeSet<(u32, FollowedAddress)>,
     names: HashMap<u32, String>,
     /// The set as last reported.
-    reported: BTreeSet<WatchedAddress>,
+    reported: BTreeSet<FollowedAddress>,
     resync: bool,
     initial: bool,
 }
 
-impl AddressWatcher {
+impl AddressFollower {
     /// Subscribes (in the calling thread's network namespace, on the
     /// current tokio runtime). The initial dump happens in the first
     /// [`next`](Self::next).
@@ -97,8 +97,8 @@ impl AddressWatcher {
         })
     }
 
-    /// The watched set as last returned by [`next`](Self::next).
-    pub fn current(&self) -> &BTreeSet<WatchedAddress> {
+    /// The followed set as last returned by [`next`](Self::next).
+    pub fn current(&self) -> &BTreeSet<FollowedAddress> {
         &self.reported
     }
 
@@ -107,7 +107,7 @@ impl AddressWatcher {
         &self.patterns
     }
 
-    /// Waits for the next change of the watched set (see the type docs).
+    /// Waits for the next change of the followed set (see the type docs).
     pub async fn next(&mut self) -> Result<AddressDelta, KernelError> {
         loop {
             if self.resync {
@@ -154,7 +154,7 @@ impl AddressWatcher {
         self.all = dump
             .items
             .iter()
-            .filter_map(|a| watched(a).map(|w| (a.ifindex, w)))
+            .filter_map(|a| followed(a).map(|w| (a.ifindex, w)))
             .collect();
         Ok(())
     }
@@ -162,12 +162,12 @@ impl AddressWatcher {
     fn apply(&mut self, ev: KernelEvent) {
         match ev {
             KernelEvent::AddressAdded(a) => {
-                if let Some(w) = watched(&a) {
+                if let Some(w) = followed(&a) {
                     self.all.insert((a.ifindex, w));
                 }
             }
             KernelEvent::AddressRemoved(a) => {
-                if let Some(w) = watched(&a) {
+                if let Some(w) = followed(&a) {
                     self.all.remove(&(a.ifindex, w));
                 }
             }
@@ -190,7 +190,7 @@ impl AddressWatcher {
             .filter(|(_, name)| self.patterns.iter().any(|p| glob_match(p, name)))
             .map(|(i, _)| *i)
             .collect();
-        let now: BTreeSet<WatchedAddress> = self
+        let now: BTreeSet<FollowedAddress> = self
             .all
             .iter()
             .filter(|(i, _)| matching.contains(i))
@@ -205,13 +205,13 @@ impl AddressWatcher {
     }
 }
 
-fn watched(a: &Address) -> Option<WatchedAddress> {
+fn followed(a: &Address) -> Option<FollowedAddress> {
     if let IpAddr::V6(v6) = a.ip
         && is_link_local_v6(v6)
     {
         return None;
     }
-    Some(WatchedAddress {
+    Some(FollowedAddress {
         ip: a.ip,
         prefix_len: a.prefix_len,
     })
@@ -219,6 +219,6 @@ fn watched(a: &Address) -> Option<WatchedAddress> {
 
 fn closed() -> KernelError {
     KernelError::Closed {
-        op: "watching addresses".to_owned(),
+        op: "following addresses".to_owned(),
     }
 }

@@ -12,12 +12,13 @@
 //! from those an administrator or another program put on the same links.
 //!
 //! Events: [`EventStream`] yields typed link, address and route changes;
-//! [`AddressWatcher`] turns them into add/remove deltas of the addresses on
+//! [`AddressFollower`] turns them into add/remove deltas of the addresses on
 //! interfaces whose names match glob patterns (the BGP speaker's
 //! `kube-lb0` import).
 
 mod addr;
 mod address_deltas;
+mod default_route;
 mod events;
 pub mod garp;
 mod glob;
@@ -26,7 +27,7 @@ mod link;
 mod route;
 
 pub use addr::{Address, AddressOptions, PURELB_ADDR_PROTO, flags, subnets_of};
-pub use address_deltas::{AddressDelta, AddressWatcher, WatchedAddress};
+pub use address_deltas::{AddressDelta, AddressFollower, FollowedAddress};
 pub use events::{EventGroups, EventStream, KernelEvent, RouteChange};
 pub use glob::glob_match;
 pub use kernel_route::{

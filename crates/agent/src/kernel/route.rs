@@ -1,14 +1,14 @@
-//! The default-route interface per address family.
+//! Routes: what the agent reads of a route message, and the routes it installs itself
+//! (`netlinkExport`): add, delete, list by protocol, and the connected prefixes next hops
+//! are checked against.
 
-use super::{DUMP_ATTEMPTS, Kernel, KernelError, Link};
 use purelb_api::pool::IpFamily;
 use rtnetlink::packet_route::route::{
     RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteType,
 };
 use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
 
-/// `RT_TABLE_MAIN`.
-pub(crate) const MAIN_TABLE: u32 = RouteHeader::RT_TABLE_MAIN as u32;
+use super::{DUMP_ATTEMPTS, Kernel, KernelError, KernelRoute, normalize_table};
 
 /// What the agent needs to know about one route.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,123 +70,6 @@ impl RouteInfo {
     }
 }
 
-/// Among `routes`, the output interface of the lowest-metric unicast
-/// default route of `family` in the main table (the first one on a tie,
-/// like PureLB's loop).
-pub(crate) fn pick_default(routes: &[RouteInfo], family: IpFamily) -> Option<u32> {
-    let mut best: Option<(u32, u32)> = None;
-    for r in routes {
-        if r.family != family
-            || r.table != MAIN_TABLE
-            || r.cloned
-            || r.kind != RouteType::Unicast
-            || !r.is_default()
-        {
-            continue;
-        }
-        let Some(oif) = r.oif else { continue };
-        if best.is_none_or(|(m, _)| r.metric < m) {
-            best = Some((r.metric, oif));
-        }
-    }
-    best.map(|(_, oif)| oif)
-}
-
-impl Kernel {
-    /// The interface index of the default route of `family` with the
-    /// lowest metric in the main table; `None` when there is no default
-    /// route.
-    pub async fn default_route_ifindex(
-        &self,
-        family: IpFamily,
-    ) -> Result<Option<u32>, KernelError> {
-        let mut req = RouteMessage::default();
-        req.header.address_family = match family {
-            IpFamily::V4 => AddressFamily::Inet,
-            IpFamily::V6 => AddressFamily::Inet6,
-        };
-        for _ in 0..DUMP_ATTEMPTS {
-            let dump = self
-                .dump("listing routes", RouteNetlinkMessage::GetRoute(req.clone()))
-                .await?;
-            if dump.interrupted {
-                continue;
-            }
-            let routes: Vec<RouteInfo> = dump
-                .items
-                .iter()
-                .filter_map(|m| match m {
-                    RouteNetlinkMessage::NewRoute(r) => RouteInfo::from_message(r),
-                    _ => None,
-                })
-                .collect();
-            return Ok(pick_default(&routes, family));
-        }
-        Err(KernelError::DumpInterrupted {
-            op: "listing routes".to_owned(),
-        })
-    }
-
-    /// The link of [`Kernel::default_route_ifindex`].
-    pub async fn default_route_link(&self, family: IpFamily) -> Result<Option<Link>, KernelError> {
-        match self.default_route_ifindex(family).await? {
-            Some(index) => self.link_by_index(index).await,
-            None => Ok(None),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn route(dst: Option<&str>, len: u8, oif: u32, metric: u32) -> RouteInfo {
-        RouteInfo {
-            family: IpFamily::V4,
-            table: MAIN_TABLE,
-            destination: dst.map(|d| d.parse().unwrap()),
-            prefix_len: len,
-            oif: Some(oif),
-            metric,
-            kind: RouteType::Unicast,
-            cloned: false,
-        }
-    }
-
-    #[test]
-    fn lowest_metric_default_wins() {
-        let routes = [
-            route(Some("198.51.100.0"), 24, 9, 0),
-            route(None, 0, 3, 200),
-            route(Some("0.0.0.0"), 0, 4, 100),
-            route(None, 0, 5, 100),
-        ];
-        assert_eq!(pick_default(&routes, IpFamily::V4), Some(4));
-        assert_eq!(pick_default(&routes, IpFamily::V6), None);
-    }
-
-    #[test]
-    fn other_tables_and_types_are_ignored() {
-        let mut other_table = route(None, 0, 3, 0);
-        other_table.table = 100;
-        let mut unreachable = route(None, 0, 4, 0);
-        unreachable.kind = RouteType::Unreachable;
-        let mut no_oif = route(None, 0, 5, 0);
-        no_oif.oif = None;
-        let fallback = route(None, 0, 6, 500);
-        assert_eq!(
-            pick_default(&[other_table, unreachable, no_oif, fallback], IpFamily::V4),
-            Some(6)
-        );
-        assert_eq!(pick_default(&[], IpFamily::V4), None);
-    }
-}
-
-// ---------------------------------------------------------------------------
-// Routes the agent installs itself (netlinkExport), see `crate::bgp::export`.
-// ---------------------------------------------------------------------------
-
-use super::KernelRoute;
 use rtnetlink::packet_core::{NLM_F_CREATE, NLM_F_REPLACE};
 use rtnetlink::packet_route::route::{RouteNextHop, RouteProtocol, RouteScope};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -210,7 +93,7 @@ fn route_address(ip: IpAddr) -> RouteAddress {
 /// The header's 8-bit table field for `table` (0 = main): the table itself up to 255, else
 /// `RT_TABLE_UNSPEC` and the kernel reads the `RTA_TABLE` attribute (always sent as well).
 fn header_table(table: u32) -> (u8, u32) {
-    let table = if table == 0 { MAIN_TABLE } else { table };
+    let table = normalize_table(table);
     (
         u8::try_from(table).unwrap_or(RouteHeader::RT_TABLE_UNSPEC),
         table,

@@ -89,7 +89,7 @@ impl InterfaceInfo {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NodeInterfaces {
     pub links: Vec<InterfaceInfo>,
-    /// Index of the IPv4 default-route link (see [`default_route_link`]).
+    /// Index of the IPv4 default-route link.
     pub default_v4: Option<u32>,
     /// Index of the IPv6 default-route link.
     pub default_v6: Option<u32>,
@@ -113,31 +113,6 @@ impl NodeInterfaces {
         }?;
         self.link_by_index(index)
     }
-}
-
-/// A route, as far as default-route detection needs it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RouteInfo {
-    pub family: IpFamily,
-    /// Destination network; `None` for a route without one.
-    pub destination: Option<(IpAddr, u8)>,
-    /// Output link index.
-    pub link: u32,
-    /// Route priority; lower wins.
-    pub metric: u32,
-}
-
-/// The default-route link of `family`: the lowest-metric route whose destination is
-/// absent or `/0` (ties: the first listed).
-pub fn default_route_link<'a>(
-    routes: impl IntoIterator<Item = &'a RouteInfo>,
-    family: IpFamily,
-) -> Option<u32> {
-    routes
-        .into_iter()
-        .filter(|r| r.family == family && r.destination.is_none_or(|(_, len)| len == 0))
-        .min_by_key(|r| r.metric)
-        .map(|r| r.link)
 }
 
 /// Where a VIP is local.
@@ -454,39 +429,6 @@ mod tests {
             LocalLookup::NotFound
         );
         assert!(lease_subnets(SelectorState::Default, None, &n).is_empty());
-    }
-
-    #[test]
-    fn default_route_detection() {
-        let routes = [
-            RouteInfo {
-                family: IpFamily::V4,
-                destination: Some((ip("10.0.0.0"), 8)),
-                link: 9,
-                metric: 0,
-            },
-            RouteInfo {
-                family: IpFamily::V4,
-                destination: Some((ip("0.0.0.0"), 0)),
-                link: 3,
-                metric: 200,
-            },
-            RouteInfo {
-                family: IpFamily::V4,
-                destination: None,
-                link: 2,
-                metric: 100,
-            },
-            RouteInfo {
-                family: IpFamily::V6,
-                destination: Some((ip("::"), 0)),
-                link: 4,
-                metric: 1024,
-            },
-        ];
-        assert_eq!(default_route_link(&routes, IpFamily::V4), Some(2));
-        assert_eq!(default_route_link(&routes, IpFamily::V6), Some(4));
-        assert_eq!(default_route_link(&routes[..1], IpFamily::V4), None);
     }
 
     fn strings(subnets: &[IpNet]) -> Vec<String> {

@@ -25,7 +25,7 @@ pub(super) struct Configured {
 
 /// Selection of the LBNodeAgent for this node, with events, keeping the
 /// last good configuration on an error.
-pub(super) struct PreConfig<'a> {
+pub(super) struct ConfigSelection<'a> {
     pub(super) agents: &'a Store<LBNodeAgent>,
     pub(super) nodes: &'a Store<Node>,
     pub(super) node: &'a str,
@@ -33,7 +33,7 @@ pub(super) struct PreConfig<'a> {
     pub(super) metrics: &'a Metrics,
 }
 
-impl PreConfig<'_> {
+impl ConfigSelection<'_> {
     pub(super) fn select(
         &mut self,
         last_good: Option<Configured>,

@@ -15,7 +15,7 @@ use purelb_api::annotations;
 use purelb_kube_edge::echoes::WriteEchoes;
 use purelb_kube_edge::queue::WorkQueue;
 
-use crate::announce::endpoints::SERVICE_NAME_LABEL;
+use crate::announce::endpoints::service_of;
 
 /// One unit of the controller's serial work.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -94,7 +94,7 @@ impl Intake {
     pub(super) fn slice(&mut self, event: &Event<EndpointSlice>, slices: &Store<EndpointSlice>) {
         match event {
             Event::Apply(s) | Event::InitApply(s) => {
-                if let Some(key) = slice_service(s) {
+                if let Some(key) = service_of(s) {
                     self.slice_index
                         .entry(key.clone())
                         .or_default()
@@ -103,7 +103,7 @@ impl Intake {
                 }
             }
             Event::Delete(s) => {
-                if let Some(key) = slice_service(s) {
+                if let Some(key) = service_of(s) {
                     if let Some(names) = self.slice_index.get_mut(&key) {
                         names.remove(&s.name_any());
                         if names.is_empty() {
@@ -122,7 +122,7 @@ impl Intake {
     pub(super) fn rebuild_slice_index(&mut self, slices: &Store<EndpointSlice>) {
         self.slice_index.clear();
         for s in slices.state() {
-            if let Some(key) = slice_service(&s) {
+            if let Some(key) = service_of(&s) {
                 self.slice_index
                     .entry(key)
                     .or_default()
@@ -161,12 +161,6 @@ impl Intake {
     pub(super) fn forget(&mut self, key: &str) {
         self.fingerprints.remove(key);
     }
-}
-
-fn slice_service(slice: &EndpointSlice) -> Option<String> {
-    let namespace = slice.metadata.namespace.as_deref()?;
-    let service = slice.metadata.labels.as_ref()?.get(SERVICE_NAME_LABEL)?;
-    Some(format!("{namespace}/{service}"))
 }
 
 /// A hash of the parts of a Service the agent's decisions depend on: spec,
@@ -221,21 +215,6 @@ mod tests {
         assert_ne!(fingerprint(&a), fingerprint(&c));
         let d = service(json!({"purelb.io/allocated-by": "PureLB"}), "Local");
         assert_ne!(fingerprint(&a), fingerprint(&d));
-    }
-
-    #[test]
-    fn slices_map_to_their_service() {
-        let slice: EndpointSlice = serde_json::from_value(json!({
-            "metadata": {"name": "web-abc", "namespace": "ns", "labels": {"kubernetes.io/service-name": "web"}},
-            "addressType": "IPv4", "endpoints": [],
-        }))
-        .unwrap();
-        assert_eq!(slice_service(&slice).as_deref(), Some("ns/web"));
-        let orphan: EndpointSlice = serde_json::from_value(json!({
-            "metadata": {"name": "x", "namespace": "ns"}, "addressType": "IPv4", "endpoints": [],
-        }))
-        .unwrap();
-        assert_eq!(slice_service(&orphan), None);
     }
 
     fn slice(name: &str, service: &str) -> EndpointSlice {

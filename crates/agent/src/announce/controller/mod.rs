@@ -55,9 +55,9 @@ use crate::node::selection::{AgentId, SelectorState};
 /// Kernel notifications are coalesced over this long before the state is re-read.
 const KERNEL_DEBOUNCE: Duration = Duration::from_millis(30);
 
-/// Settings of one agent process.
+/// Who this agent process is and its election timing.
 #[derive(Debug, Clone)]
-pub struct Settings {
+pub struct Options {
     /// The install namespace: ServiceGroups and Leases live here.
     pub namespace: String,
     pub node: String,
@@ -96,13 +96,13 @@ mod configure;
 mod intake;
 mod write;
 
-use configure::{Configured, PreConfig};
+use configure::{ConfigSelection, Configured};
 use intake::{Intake, Work};
 use write::WriteError;
 
 pub struct Controller {
     client: Client,
-    settings: Settings,
+    settings: Options,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     events: EventSink,
@@ -138,7 +138,7 @@ impl Controller {
     /// are withdrawn *before* the lease is deleted.
     pub async fn run(
         client: Client,
-        settings: Settings,
+        settings: Options,
         kernel: Kernel,
         metrics: Arc<Metrics>,
         health: Arc<Health>,
@@ -157,7 +157,7 @@ impl Controller {
         let node_config =
             watcher::Config::default().fields(&format!("metadata.name={}", settings.node));
         let nodes: Store<Node> = watches.all(node_config, |_| Input::Node);
-        spawn_kernel_watch(tx.clone()).await?;
+        spawn_kernel_events(tx.clone()).await?;
         let _ = agents.wait_until_ready().await;
         let _ = groups.wait_until_ready().await;
         let _ = nodes.wait_until_ready().await;
@@ -171,7 +171,7 @@ impl Controller {
         );
         // Selection before the election: the first lease write carries the subnets
         // of the configuration in force.
-        let mut pre = PreConfig {
+        let mut pre = ConfigSelection {
             agents: &agents,
             nodes: &nodes,
             node: &settings.node,
@@ -204,8 +204,12 @@ impl Controller {
                 }
             });
         }
-        let mut announcer =
-            Announcer::new(kernel, &settings.node, metrics.clone(), election.watch());
+        let mut announcer = Announcer::new(
+            kernel,
+            &settings.node,
+            metrics.clone(),
+            election.subscribe(),
+        );
         announcer.adopt(&net.owned);
         let mut controller = Controller {
             client,
@@ -399,7 +403,7 @@ impl Controller {
         self.metrics.updates.inc();
         match work {
             Work::Config => {
-                let mut pre = PreConfig {
+                let mut pre = ConfigSelection {
                     agents: &self.agents,
                     nodes: &self.nodes,
                     node: &self.settings.node,
@@ -734,7 +738,7 @@ impl Controller {
 
 /// Kernel notifications that can change a decision: links, foreign addresses, the
 /// removal of one of ours, default routes. Coalesced before the controller re-reads.
-async fn spawn_kernel_watch(tx: mpsc::UnboundedSender<Input>) -> Result<(), Error> {
+async fn spawn_kernel_events(tx: mpsc::UnboundedSender<Input>) -> Result<(), Error> {
     let mut stream = EventStream::open(EventGroups::all()).await?;
     tokio::spawn(async move {
         loop {

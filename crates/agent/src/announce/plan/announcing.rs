@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use k8s_openapi::api::core::v1::Service;
-use purelb_api::annotations::{self, Announcements, Announcer};
+use purelb_api::annotations::{self, Announcements, SlotOwner};
 use purelb_api::pool::IpFamily;
 use purelb_api::service::{annotation, unique_ingress_ips};
 
@@ -70,10 +70,10 @@ pub fn announcing_annotations(
             match action {
                 SlotAction::Claim { interface } => {
                     // A name the codec refuses cannot be written; the slot stays as is.
-                    let Ok(announcer) = Announcer::new(node, interface.as_str()) else {
+                    let Ok(owner) = SlotOwner::new(node, interface.as_str()) else {
                         continue;
                     };
-                    if let Some(from) = after.claim(*ip, announcer, &ingress) {
+                    if let Some(from) = after.claim(*ip, owner, &ingress) {
                         result.steals.push(SlotSteal {
                             ip: ip.to_canonical(),
                             from,

@@ -4,7 +4,8 @@
 //! [`plan_export`] (and its shorthand [`desired_routes`]) turns the `netlinkExport` settings
 //! and the speaker's received routes into the kernel routes that should exist, plus the
 //! matched routes that cannot be exported and why. Next-hop reachability comes in as a
-//! closure, so the decision needs no kernel ([`NextHopFilter`] is the kernel-backed one).
+//! closure, so the decision needs no kernel ([`NextHopFilter`] answers it from a snapshot
+//! of the kernel's connected routes).
 //! [`NetlinkExporter`](super::NetlinkExporter) then makes the kernel hold exactly those routes
 //! among its own (same protocol, managed tables) and reports, per route, whether it is
 //! installed and why not: the BGPNodeStatus `exportedRoutes` entries.
@@ -46,11 +47,10 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use purelb_bgp::rib::{ReceivedRoute, path_rank};
 
+pub use crate::bgp::config::RTPROT_BGP;
 use crate::bgp::config::{ExportRule, ExportSettings};
 use crate::kernel::{KernelRoute, RouteKey, TABLE_MAIN, effective_metric, normalize_table};
 
-/// `RTPROT_BGP`, the default route protocol.
-pub const RTPROT_BGP: u8 = 186;
 /// What happened to one route in a sync.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExportAction {

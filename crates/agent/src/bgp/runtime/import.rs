@@ -18,7 +18,7 @@ impl BgpAgent {
         if !settings.enabled {
             return;
         }
-        match AddressWatcher::open(settings.interfaces.clone()).await {
+        match AddressFollower::open(settings.interfaces.clone()).await {
             Ok(w) => self.importer = Some(w),
             Err(error) => {
                 tracing::error!(op = "netlinkImport", %error, "cannot watch the import interfaces");

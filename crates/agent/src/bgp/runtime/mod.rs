@@ -5,7 +5,7 @@
 //! applies it — only sessions whose identity changed are reset — or, if the configuration is
 //! bad, keeps the last good one and says why in the BGPConfiguration's status and a Warning
 //! event. The addresses on the `netlinkImport` interfaces (`kube-lb0`) arrive from the kernel as
-//! deltas ([`AddressWatcher`]) and become announcements and withdrawals at once. Received routes
+//! deltas ([`AddressFollower`]) and become announcements and withdrawals at once. Received routes
 //! go into kernel tables per `netlinkExport`. BGPNodeStatus is written a second after something
 //! changed and at every heartbeat; on shutdown it says `AgentShutdown`.
 //!
@@ -41,7 +41,7 @@ use crate::bgp::status::{
     node_status, shutdown_status,
 };
 use crate::event::Event;
-use crate::kernel::{AddressDelta, AddressWatcher, Kernel, KernelError, OperState, glob_match};
+use crate::kernel::{AddressDelta, AddressFollower, Kernel, KernelError, OperState, glob_match};
 
 mod export;
 mod import;
@@ -153,7 +153,7 @@ struct BgpAgent {
     speaker_changes: Option<watch::Receiver<u64>>,
     /// The configuration running and the object it came from (namespace/name).
     applied: Option<(String, MappedConfig)>,
-    importer: Option<AddressWatcher>,
+    importer: Option<AddressFollower>,
     import_settings: Option<ImportSettings>,
     /// Installs received routes per `netlinkExport` (created at the first sync).
     exporter: Option<NetlinkExporter>,
@@ -381,7 +381,7 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
-async fn next_delta(w: Option<&mut AddressWatcher>) -> Result<AddressDelta, KernelError> {
+async fn next_delta(w: Option<&mut AddressFollower>) -> Result<AddressDelta, KernelError> {
     match w {
         Some(w) => w.next().await,
         None => std::future::pending().await,

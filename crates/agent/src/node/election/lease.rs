@@ -161,7 +161,7 @@ impl ElectionHandle {
 
     /// A receiver of every new [`View`], for tasks that check the election later
     /// (GARP verification).
-    pub fn watch(&self) -> watch::Receiver<View> {
+    pub fn subscribe(&self) -> watch::Receiver<View> {
         self.view.clone()
     }
 
@@ -177,7 +177,7 @@ impl ElectionHandle {
         });
     }
 
-    /// Marks the node unhealthy (graceful shutdown, step 2): no new local claims,
+    /// Marks the node unhealthy (the first step of a graceful shutdown): no new local claims,
     /// GARP stops.
     pub async fn mark_unhealthy(&self) {
         let (tx, rx) = tokio::sync::oneshot::channel();
