@@ -15,7 +15,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::plan::{ExportAction, ExportPlan, ExportReport, ExportResult, NextHopFilter};
+use super::next_hop::NextHopFilter;
+use super::report::{ExportAction, ExportPlan, ExportReport, ExportResult};
 use crate::kernel::{Kernel, KernelError, KernelRoute, RouteKey, normalize_table};
 
 /// Route protocols the exporter refuses: deleting "our" routes by one of these would delete

@@ -41,99 +41,15 @@
 //! - Next hops that are missing, of the other family (RFC 8950), unspecified, loopback,
 //!   multicast or IPv6 link-local (it would need the session's interface) are not used.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use ipnet::IpNet;
 use purelb_bgp::rib::{ReceivedRoute, path_rank};
 
+use super::report::{ExportAction, ExportPlan, ExportResult};
 pub use crate::bgp::config::RTPROT_BGP;
 use crate::bgp::config::{ExportRule, ExportSettings};
-use crate::kernel::{KernelRoute, RouteKey, TABLE_MAIN, effective_metric, normalize_table};
-
-/// What happened to one route in a sync.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ExportAction {
-    /// Already in the kernel as wanted.
-    Unchanged,
-    /// Added, or replaced one with other next hops or metric.
-    Installed,
-    /// The kernel refused it (see the reason).
-    Failed,
-    /// Matched a rule but cannot be exported (next hop unusable or unreachable).
-    Rejected,
-}
-
-/// One `status.netlinkExport.exportedRoutes[]` entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ExportResult {
-    /// The route as wanted, normalised (table 0 reads 254, next hops sorted); for a rejected
-    /// one, the next hops that were refused.
-    pub route: KernelRoute,
-    pub installed: bool,
-    /// Why it is not installed; `None` when it is.
-    pub reason: Option<String>,
-    pub action: ExportAction,
-}
-
-impl ExportResult {
-    pub(super) fn ok(route: KernelRoute, action: ExportAction) -> Self {
-        Self {
-            route,
-            installed: true,
-            reason: None,
-            action,
-        }
-    }
-
-    pub(super) fn not(route: KernelRoute, action: ExportAction, reason: String) -> Self {
-        Self {
-            route,
-            installed: false,
-            reason: Some(reason),
-            action,
-        }
-    }
-}
-
-/// The outcome of [`NetlinkExporter::sync`](super::NetlinkExporter::sync) or [`NetlinkExporter::clear`](super::NetlinkExporter::clear).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ExportReport {
-    /// One entry per desired (or rejected) route, by prefix then table.
-    pub routes: Vec<ExportResult>,
-    /// Routes of ours deleted because nothing wants them any more.
-    pub removed: Vec<KernelRoute>,
-    /// Failures that belong to no desired route: listing the kernel's routes, deleting a
-    /// stale one.
-    pub errors: Vec<String>,
-}
-
-impl ExportReport {
-    /// How many routes are in the kernel as wanted.
-    pub fn installed_count(&self) -> usize {
-        self.routes.iter().filter(|r| r.installed).count()
-    }
-
-    /// Every wanted route installed and nothing failed (the status's health rule).
-    pub fn healthy(&self) -> bool {
-        self.errors.is_empty() && self.routes.iter().all(|r| r.installed)
-    }
-
-    pub(super) fn sort(&mut self) {
-        self.routes.sort_by_key(|r| r.route.key());
-    }
-}
-
-/// The result of [`plan_export`].
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ExportPlan {
-    /// The kernel routes that should exist, one per prefix per table, by key.
-    pub routes: Vec<KernelRoute>,
-    /// Routes a rule matched that cannot be exported, with the reason (installed = false).
-    pub rejected: Vec<ExportResult>,
-    /// Every table a rule names (normalised), for [`NetlinkExporter::manage_tables`](super::NetlinkExporter::manage_tables).
-    pub tables: BTreeSet<u32>,
-}
+use crate::kernel::{KernelRoute, RouteKey, effective_metric, normalize_table};
 
 /// Whether `route` carries one of `rule`'s communities or large communities; a rule with
 /// neither matches everything.
@@ -292,50 +208,14 @@ where
     plan_export(settings, received, next_hop_ok).routes
 }
 
-/// Next-hop validation from a snapshot of the kernel: the connected prefixes (per table) and
-/// this node's addresses. Pure once built; [`NetlinkExporter::next_hop_filter`](super::NetlinkExporter::next_hop_filter) builds it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct NextHopFilter {
-    connected: Vec<(IpNet, u32)>,
-    local: HashSet<IpAddr>,
-}
-
-impl NextHopFilter {
-    /// `connected`: (network, table) of on-link routes; `local`: the node's own addresses.
-    pub fn new(connected: Vec<(IpNet, u32)>, local: impl IntoIterator<Item = IpAddr>) -> Self {
-        Self {
-            connected: connected
-                .into_iter()
-                .map(|(n, t)| (n, normalize_table(t)))
-                .collect(),
-            local: local.into_iter().collect(),
-        }
-    }
-
-    /// `Ok` when `next_hop` is on a connected prefix in `table` or in main and is not one of
-    /// this node's addresses.
-    pub fn check(&self, next_hop: IpAddr, table: u32) -> Result<(), String> {
-        if self.local.contains(&next_hop) {
-            return Err(format!("next hop {next_hop} is an address of this node"));
-        }
-        let table = normalize_table(table);
-        if self
-            .connected
-            .iter()
-            .any(|(n, t)| (*t == table || *t == TABLE_MAIN) && n.contains(&next_hop))
-        {
-            Ok(())
-        } else {
-            Err(format!(
-                "next hop {next_hop} is not reachable through a connected route"
-            ))
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeSet;
+
+    use ipnet::IpNet;
+
+    use crate::bgp::export::NextHopFilter;
     use crate::kernel::IPV6_DEFAULT_METRIC;
     use purelb_bgp::wire::{AsPath, LargeCommunity, Prefix};
 
@@ -596,19 +476,6 @@ mod tests {
         trusting.validate_next_hop = false;
         let plan = plan_export(&settings(vec![trusting]), &only_far, check);
         assert_eq!(plan.routes[0].gateways, vec![ip("203.0.113.1")]);
-    }
-
-    #[test]
-    fn connected_routes_count_in_their_table_and_in_main() {
-        let filter = NextHopFilter::new(
-            vec![(net("198.51.100.0/24"), 0), (net("203.0.113.0/25"), 100)],
-            [],
-        );
-        assert!(filter.check(ip("198.51.100.7"), 100).is_ok());
-        assert!(filter.check(ip("203.0.113.7"), 100).is_ok());
-        assert!(filter.check(ip("203.0.113.7"), 254).is_err());
-        assert!(filter.check(ip("203.0.113.200"), 100).is_err());
-        assert!(filter.check(ip("2001:db8::1"), 254).is_err());
     }
 
     #[test]
