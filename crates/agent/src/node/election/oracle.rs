@@ -76,24 +76,6 @@ impl Election for Oracle<'_> {
     }
 }
 
-impl View {
-    /// Who wins `ip` as this node sees the election, and whether the node-affinity
-    /// preference fell back to every node: nobody while this node is fenced.
-    pub fn winner(&self, ip: IpAddr, preferred: Option<&BTreeSet<String>>) -> Option<(&str, bool)> {
-        if !self.healthy {
-            return None;
-        }
-        match preferred {
-            Some(preferred) => {
-                let preferred: Vec<&str> = preferred.iter().map(String::as_str).collect();
-                let e = self.electorate.winner_with_preference(ip, &preferred)?;
-                Some((e.winner, e.fell_back))
-            }
-            None => Some((self.electorate.winner(ip)?, false)),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
