@@ -31,6 +31,7 @@ use purelb_bgp::policy::{
 use purelb_bgp::speaker::{BGP_PORT, DynamicNeighbors, NeighborConfig, SpeakerConfig};
 use purelb_bgp::wire::AfiSafi;
 
+use crate::event;
 use crate::parse::label_selector::Selector;
 
 mod neighbor;
@@ -207,7 +208,7 @@ pub fn map_config(
     }
     if configured_anywhere > 0 && neighbors.is_empty() {
         m.warnings.push((
-            "NoMatchingNeighbors",
+            event::NO_MATCHING_NEIGHBORS,
             format!(
                 "none of the {configured_anywhere} neighbor(s) applies to node {}",
                 node.name
@@ -220,7 +221,7 @@ pub fn map_config(
         let prefix = parse_prefix(&d.prefix).map_err(|e| invalid(format!("{path}.prefix"), e))?;
         let Some(group) = groups.get(&d.peer_group) else {
             m.warnings.push((
-                "PeerGroupMissing",
+                event::PEER_GROUP_MISSING,
                 format!(
                     "dynamic neighbors {} refer to peer group {:?}, which is not configured on node {}",
                     d.prefix, d.peer_group, node.name

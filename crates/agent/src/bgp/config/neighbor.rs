@@ -129,7 +129,7 @@ impl Mapper<'_> {
                 Some(template) => template.clone(),
                 None => {
                     self.warnings.push((
-                        "PeerGroupMissing",
+                        event::PEER_GROUP_MISSING,
                         format!(
                             "neighbor {address} refers to peer group {g:?}, which is not configured on node {}",
                             self.node.name

@@ -1,5 +1,6 @@
-//! The runtime's status writes: this node's BGPNodeStatus, debounced and at every
-//! heartbeat, and its entry in each BGPConfiguration's status.
+//! The runtime's status writes: this node's BGPNodeStatus (with the import state read from
+//! the kernel), debounced and at every heartbeat, and its entry in each BGPConfiguration's
+//! status.
 
 use super::*;
 
@@ -179,6 +180,57 @@ impl BgpAgent {
             Err(error) => {
                 tracing::warn!(op = "bgpConfigStatus", config = %k, %error, "status write failed");
             }
+        }
+    }
+
+    pub(super) async fn import_state(&self) -> ImportState {
+        let Some(settings) = self.import_settings.as_ref().filter(|s| s.enabled) else {
+            return ImportState::default();
+        };
+        let matches = |name: &str| settings.interfaces.iter().any(|p| glob_match(p, name));
+        let links = self.kernel.list_links().await.unwrap_or_default();
+        let mut interfaces: Vec<ImportInterface> = links
+            .iter()
+            .filter(|l| matches(&l.name))
+            .map(|l| ImportInterface {
+                name: l.name.clone(),
+                exists: true,
+                up: l.is_up() || (l.admin_up && l.oper_state == OperState::Unknown),
+            })
+            .collect();
+        for p in &settings.interfaces {
+            let literal = !p.contains(['*', '?']);
+            if literal && !interfaces.iter().any(|i| &i.name == p) {
+                interfaces.push(ImportInterface {
+                    name: p.clone(),
+                    exists: false,
+                    up: false,
+                });
+            }
+        }
+        let imported: std::collections::BTreeSet<IpNet> = self
+            .importer
+            .as_ref()
+            .map(|w| w.current().iter().map(|a| a.network()).collect())
+            .unwrap_or_default();
+        let mut addresses: Vec<(Prefix, String)> = self
+            .kernel
+            .list_addresses()
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|a| {
+                let ifname = a.ifname.clone().filter(|n| matches(n))?;
+                imported
+                    .contains(&a.network())
+                    .then(|| (Prefix::of(a.network()), ifname))
+            })
+            .collect();
+        addresses.sort();
+        addresses.dedup();
+        ImportState {
+            interfaces,
+            addresses,
         }
     }
 }

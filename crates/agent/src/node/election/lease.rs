@@ -177,7 +177,7 @@ pub async fn start(
     });
     let (subnets, subnets_rx) = watch::channel(initial_subnets);
     let (commands, commands_rx) = mpsc::unbounded_channel();
-    let mut runtime = Runtime {
+    let mut runtime = LeaseTask {
         leases,
         store: reader,
         identity,
@@ -208,7 +208,7 @@ pub async fn start(
     })
 }
 
-struct Runtime {
+struct LeaseTask {
     leases: Api<Lease>,
     store: Store<Lease>,
     identity: Identity,
@@ -235,7 +235,7 @@ struct Renewed {
     result: Result<(), String>,
 }
 
-impl Runtime {
+impl LeaseTask {
     async fn run(
         mut self,
         mut changes: mpsc::UnboundedReceiver<()>,

@@ -32,6 +32,10 @@ use crate::node::election::View;
 use crate::node::netstate::NetSnapshot;
 use crate::node::settings::AddressSettings;
 
+mod adopt;
+mod renew;
+mod vanished;
+
 /// Where an address goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -92,21 +96,6 @@ impl Announcer {
         &self.kernel
     }
 
-    /// Takes over the addresses an earlier run left (protocol marker): a decision
-    /// that wants one keeps it in place; [`Self::remove_unclaimed`] removes the rest.
-    pub fn adopt(&mut self, owned: &[Address]) {
-        for a in owned {
-            self.adopted.entry(a.ip).or_default().push(a.clone());
-        }
-        if !owned.is_empty() {
-            tracing::info!(
-                op = "startup",
-                addresses = owned.len(),
-                "adopting addresses an earlier run added"
-            );
-        }
-    }
-
     /// Whether the node holds (or adopted) `ip`: claims of such addresses are not
     /// held back by the join hold-down.
     pub fn holds(&self, ip: IpAddr) -> bool {
@@ -119,28 +108,6 @@ impl Announcer {
 
     pub fn is_announced(&self, service: &str, ip: IpAddr) -> bool {
         self.announced.is_announced(service, ip)
-    }
-
-    /// Removes what was adopted but no decision claimed (after the first full pass).
-    pub async fn remove_unclaimed(&mut self) {
-        for (ip, addresses) in std::mem::take(&mut self.adopted) {
-            for a in addresses {
-                match self
-                    .kernel
-                    .remove_exact_address(a.ifindex, a.ip, a.prefix_len)
-                    .await
-                {
-                    Ok(removed) => {
-                        self.metrics.address_withdrawals.inc();
-                        tracing::info!(op = "withdrawAddress", ip = %ip, interface = a.ifname.as_deref().unwrap_or_default(),
-                            reason = "notWanted", removed = u8::from(removed), "withdrawAddress");
-                    }
-                    Err(error) => {
-                        tracing::warn!(op = "withdrawAddress", ip = %ip, %error, "removing a leftover address failed")
-                    }
-                }
-            }
-        }
     }
 
     /// Carries out one decision for `service`.
@@ -409,82 +376,6 @@ impl Announcer {
             let removed = self.remove_ip(ip).await;
             tracing::info!(op = "withdrawAddress", ip = %ip, reason, removed, "withdrawAddress");
         }
-    }
-
-    /// The next lifetime renewal.
-    pub fn next_renewal(&self) -> Option<Instant> {
-        self.held.values().filter_map(|h| h.renew_at).min()
-    }
-
-    /// Refreshes the lifetimes that are due (`AddrReplace` again).
-    pub async fn renew_due(&mut self, now: Instant) {
-        let due: Vec<IpAddr> = self
-            .held
-            .iter()
-            .filter(|(_, h)| h.renew_at.is_some_and(|t| t <= now))
-            .map(|(ip, _)| *ip)
-            .collect();
-        for ip in due {
-            let Some(held) = self.held.get_mut(&ip) else {
-                continue;
-            };
-            // Rescheduled even on error, as upstream does.
-            held.renew_at = held.renew_every.map(|d| now + d);
-            if held.kind == Kind::Local && !self.view.borrow().healthy {
-                continue;
-            }
-            let (ifindex, prefix_len, opts) = (held.ifindex, held.prefix_len, held.options);
-            match self
-                .kernel
-                .add_address(ifindex, ip, prefix_len, &opts)
-                .await
-            {
-                Ok(()) => {
-                    self.metrics.address_renewals.inc();
-                }
-                Err(error) => {
-                    self.metrics.address_renewal_errors.inc();
-                    tracing::warn!(op = "renewAddress", ip = %ip, %error, "renewing an address failed");
-                }
-            }
-        }
-    }
-
-    /// Reconciles `held` with the kernel after a change there: an address of ours
-    /// that disappeared (link deleted, IPv6 flushed on link down, removed by hand)
-    /// is forgotten, and the Services that announced it are returned to be run again.
-    pub fn forget_vanished(&mut self, net: &NetSnapshot) -> BTreeSet<String> {
-        let present: HashMap<(IpAddr, u32), u8> = net
-            .owned
-            .iter()
-            .map(|a| ((a.ip, a.ifindex), a.prefix_len))
-            .collect();
-        let vanished: Vec<IpAddr> = self
-            .held
-            .iter()
-            .filter(|(ip, h)| present.get(&(**ip, h.ifindex)) != Some(&h.prefix_len))
-            .map(|(ip, _)| *ip)
-            .collect();
-        let mut services = BTreeSet::new();
-        for ip in vanished {
-            if let Some(h) = self.held.remove(&ip)
-                && let Some(task) = h.garp
-            {
-                task.abort();
-            }
-            let owners = self.forget_owners(ip);
-            tracing::info!(op = "announce", ip = %ip, "an announced address disappeared from the kernel; re-evaluating");
-            services.extend(owners);
-        }
-        services
-    }
-
-    /// The local addresses held on links that are gone or down.
-    pub fn local_on_down_links(&self, net: &NetSnapshot) -> Vec<IpAddr> {
-        self.held_local()
-            .filter(|(_, h)| net.link(h.ifindex).is_none_or(|l| !l.is_up()))
-            .map(|(ip, _)| *ip)
-            .collect()
     }
 }
 
