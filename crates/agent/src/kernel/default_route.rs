@@ -1,11 +1,11 @@
 //! The default-route interface per address family.
 
 use purelb_api::pool::IpFamily;
-use rtnetlink::packet_route::route::{RouteMessage, RouteType};
-use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
+use rtnetlink::packet_route::AddressFamily;
+use rtnetlink::packet_route::route::RouteType;
 
 use super::route::RouteInfo;
-use super::{DUMP_ATTEMPTS, Kernel, KernelError, Link, TABLE_MAIN};
+use super::{Kernel, KernelError, Link, TABLE_MAIN};
 
 /// Among `routes`, the output interface of the lowest-metric unicast
 /// default route of `family` in the main table (the first one on a tie,
@@ -37,31 +37,17 @@ impl Kernel {
         &self,
         family: IpFamily,
     ) -> Result<Option<u32>, KernelError> {
-        let mut req = RouteMessage::default();
-        req.header.address_family = match family {
+        let family_code = match family {
             IpFamily::V4 => AddressFamily::Inet,
             IpFamily::V6 => AddressFamily::Inet6,
         };
-        for _ in 0..DUMP_ATTEMPTS {
-            let dump = self
-                .dump("listing routes", RouteNetlinkMessage::GetRoute(req.clone()))
-                .await?;
-            if dump.interrupted {
-                continue;
-            }
-            let routes: Vec<RouteInfo> = dump
-                .items
-                .iter()
-                .filter_map(|m| match m {
-                    RouteNetlinkMessage::NewRoute(r) => RouteInfo::from_message(r),
-                    _ => None,
-                })
-                .collect();
-            return Ok(pick_default(&routes, family));
-        }
-        Err(KernelError::DumpInterrupted {
-            op: "listing routes".to_owned(),
-        })
+        let routes: Vec<RouteInfo> = self
+            .dump_routes(family_code)
+            .await?
+            .iter()
+            .filter_map(RouteInfo::from_message)
+            .collect();
+        Ok(pick_default(&routes, family))
     }
 
     /// The link of [`Kernel::default_route_ifindex`].

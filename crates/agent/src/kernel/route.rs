@@ -243,34 +243,39 @@ fn is_connected(msg: &RouteMessage, info: &RouteInfo) -> bool {
 }
 
 impl Kernel {
-    /// Every route of both families in every table, as raw messages (an interrupted dump is
-    /// re-run, up to three times per family).
-    async fn dump_all_routes(&self) -> Result<Vec<RouteMessage>, KernelError> {
-        let mut out = Vec::new();
-        for family in [AddressFamily::Inet, AddressFamily::Inet6] {
-            let mut req = RouteMessage::default();
-            req.header.address_family = family;
-            let mut done = false;
-            for _ in 0..DUMP_ATTEMPTS {
-                let dump = self
-                    .dump("listing routes", RouteNetlinkMessage::GetRoute(req.clone()))
-                    .await?;
-                if dump.interrupted {
-                    continue;
-                }
-                out.extend(dump.items.into_iter().filter_map(|m| match m {
+    /// Every route of `family` in every table, as raw messages (an interrupted dump is re-run,
+    /// up to three times).
+    pub(crate) async fn dump_routes(
+        &self,
+        family: AddressFamily,
+    ) -> Result<Vec<RouteMessage>, KernelError> {
+        let mut req = RouteMessage::default();
+        req.header.address_family = family;
+        for _ in 0..DUMP_ATTEMPTS {
+            let dump = self
+                .dump("listing routes", RouteNetlinkMessage::GetRoute(req.clone()))
+                .await?;
+            if dump.interrupted {
+                continue;
+            }
+            return Ok(dump
+                .items
+                .into_iter()
+                .filter_map(|m| match m {
                     RouteNetlinkMessage::NewRoute(r) => Some(r),
                     _ => None,
-                }));
-                done = true;
-                break;
-            }
-            if !done {
-                return Err(KernelError::DumpInterrupted {
-                    op: "listing routes".to_owned(),
-                });
-            }
+                })
+                .collect());
         }
+        Err(KernelError::DumpInterrupted {
+            op: "listing routes".to_owned(),
+        })
+    }
+
+    /// Every route of both families in every table, as raw messages.
+    async fn dump_all_routes(&self) -> Result<Vec<RouteMessage>, KernelError> {
+        let mut out = self.dump_routes(AddressFamily::Inet).await?;
+        out.extend(self.dump_routes(AddressFamily::Inet6).await?);
         Ok(out)
     }
 

@@ -4,7 +4,7 @@
 //! [`plan_export`] (and its shorthand [`desired_routes`]) turns the `netlinkExport` settings
 //! and the speaker's received routes into the kernel routes that should exist, plus the
 //! matched routes that cannot be exported and why. Next-hop reachability comes in as a
-//! closure, so the decision needs no kernel ([`NextHopFilter`] answers it from a snapshot
+//! closure, so the decision needs no kernel ([`NextHopFilter`](super::NextHopFilter) answers it from a snapshot
 //! of the kernel's connected routes).
 //! [`NetlinkExporter`](super::NetlinkExporter) then makes the kernel hold exactly those routes
 //! among its own (same protocol, managed tables) and reports, per route, whether it is

@@ -78,7 +78,7 @@ impl ExportReport {
     }
 }
 
-/// The result of [`plan_export`].
+/// The result of [`plan_export`](super::plan_export).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ExportPlan {
     /// The kernel routes that should exist, one per prefix per table, by key.

@@ -1,8 +1,8 @@
 //! What the node's BGPNodeStatus ([`node`]) and the BGPConfiguration status ([`config`]) say,
 //! built from the speaker's state as plain values.
 
-mod config;
-mod node;
+pub mod config;
+pub mod node;
 
 pub use config::{ConfigOutcome, config_status};
 pub use node::{
