@@ -37,10 +37,12 @@ use crate::parse::label_selector::Selector;
 mod neighbor;
 mod policies;
 mod router_id;
+mod sources;
 
 use neighbor::{NeighborDefaults, graceful_restart};
 use policies::{export_policy, parse_communities};
 pub use router_id::resolve_router_id;
+pub use sources::{config_key, in_force, secrets_of};
 
 /// `RTPROT_BGP`, the default `netlinkExport.routeProtocol`.
 pub const RTPROT_BGP: u8 = 186;

@@ -11,49 +11,11 @@ impl BgpAgent {
             .state()
             .into_iter()
             .find(|n| n.name_any() == self.options.node)?;
-        let addresses = |kind: &str| -> Vec<IpAddr> {
-            node.status
-                .iter()
-                .flat_map(|s| s.addresses.iter().flatten())
-                .filter(|a| a.type_ == kind)
-                .filter_map(|a| a.address.parse().ok())
-                .collect()
-        };
-        let facts = NodeFacts {
-            name: node.name_any(),
-            labels: node.labels().clone(),
-            annotations: node.annotations().clone(),
-            internal_ips: addresses("InternalIP"),
-            external_ips: addresses("ExternalIP"),
-        };
-        Some((facts, (*node).clone()))
-    }
-
-    pub(super) fn secrets(&self) -> Secrets {
-        self.secrets
-            .state()
-            .iter()
-            .flat_map(|s| {
-                let name = s.name_any();
-                s.data
-                    .iter()
-                    .flatten()
-                    .filter_map(move |(k, v)| {
-                        let value = String::from_utf8(v.0.clone()).ok()?;
-                        Some(((name.clone(), k.clone()), value))
-                    })
-                    .collect::<Vec<_>>()
-            })
-            .collect()
+        Some((NodeFacts::of(&node), (*node).clone()))
     }
 
     pub(super) async fn reconcile(&mut self) {
-        let mut configs: Vec<_> = self.configs.state();
-        configs.sort_by(|a, b| {
-            (a.creation_timestamp().map(|t| t.0), key(a))
-                .cmp(&(b.creation_timestamp().map(|t| t.0), key(b)))
-        });
-        let Some(active) = configs.first().cloned() else {
+        let Some((active, superseded)) = in_force(self.configs.state()) else {
             if self.speaker.is_some() {
                 tracing::info!(
                     op = "bgpConfig",
@@ -63,8 +25,8 @@ impl BgpAgent {
             self.stop_speaker().await;
             return;
         };
-        let active_key = key(&active);
-        for other in configs.iter().skip(1) {
+        let active_key = config_key(&active);
+        for other in &superseded {
             let outcome = ConfigOutcome::Superseded { by: &active_key };
             self.write_config_status(other, &outcome).await;
         }
@@ -72,14 +34,14 @@ impl BgpAgent {
             tracing::warn!(op = "bgpConfig", node = %self.options.node, "own Node not found yet");
             return;
         };
-        match map_config(&active, &facts, &self.secrets()) {
+        match map_config(&active, &facts, &secrets_of(&self.secrets.state())) {
             Ok(mapped) => self.apply(&active, mapped).await,
             Err(error) => self.refuse(&active, &error).await,
         }
     }
 
     pub(super) async fn refuse(&mut self, config: &BGPConfiguration, error: &MapError) {
-        tracing::warn!(op = "bgpConfig", config = %key(config), %error, "configuration refused; the last good one keeps running");
+        tracing::warn!(op = "bgpConfig", config = %config_key(config), %error, "configuration refused; the last good one keeps running");
         self.event(
             config,
             Event::warning(
@@ -99,7 +61,7 @@ impl BgpAgent {
         let unchanged = self
             .applied
             .as_ref()
-            .is_some_and(|(k, m)| *k == key(config) && *m == mapped);
+            .is_some_and(|(k, m)| *k == config_key(config) && *m == mapped);
         if unchanged && self.speaker.is_some() {
             self.write_applied_status().await;
             return;
@@ -110,10 +72,10 @@ impl BgpAgent {
             .is_none_or(|(_, m)| m.speaker.router_id != mapped.speaker.router_id);
         let result = match self.speaker.as_mut() {
             Some(s) => s.apply(mapped.speaker.clone()).await.map(|report| {
-                tracing::info!(op = "bgpConfig", config = %key(config), ?report, "configuration applied");
+                tracing::info!(op = "bgpConfig", config = %config_key(config), ?report, "configuration applied");
             }),
             None => Speaker::start(mapped.speaker.clone()).await.map(|s| {
-                tracing::info!(op = "bgpConfig", config = %key(config), "speaker started");
+                tracing::info!(op = "bgpConfig", config = %config_key(config), "speaker started");
                 self.speaker_changes = Some(s.subscribe());
                 self.speaker = Some(s);
             }),
@@ -149,7 +111,7 @@ impl BgpAgent {
         self.heartbeat_due = Some(Instant::now() + mapped.heartbeat);
         self.status_due
             .get_or_insert(Instant::now() + STATUS_DEBOUNCE);
-        self.applied = Some((key(config), mapped));
+        self.applied = Some((config_key(config), mapped));
         self.established = self.established_now();
         self.write_applied_status().await;
     }

@@ -34,7 +34,9 @@ use serde_json::json;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use crate::bgp::config::{ImportSettings, MapError, MappedConfig, NodeFacts, Secrets, map_config};
+use crate::bgp::config::{
+    ImportSettings, MapError, MappedConfig, NodeFacts, config_key, in_force, map_config, secrets_of,
+};
 use crate::bgp::export::{ExportReport, NetlinkExporter, plan_export};
 use crate::bgp::status::{
     ConfigOutcome, ImportInterface, ImportState, NodeStatusInput, changed, config_status,
@@ -165,10 +167,6 @@ struct BgpAgent {
     status_due: Option<Instant>,
     heartbeat_due: Option<Instant>,
     established: usize,
-}
-
-fn key(c: &BGPConfiguration) -> String {
-    format!("{}/{}", c.namespace().unwrap_or_default(), c.name_any())
 }
 
 impl BgpAgent {

@@ -13,7 +13,7 @@ impl BgpAgent {
             .configs
             .state()
             .into_iter()
-            .find(|c| key(c) == applied_key)
+            .find(|c| config_key(c) == applied_key)
         else {
             return;
         };
@@ -135,7 +135,7 @@ impl BgpAgent {
         config: &BGPConfiguration,
         outcome: &ConfigOutcome<'_>,
     ) {
-        let k = key(config);
+        let k = config_key(config);
         let previous = self
             .config_status
             .get(&k)
