@@ -228,6 +228,34 @@ struct LeaseTask {
     joined_once: bool,
 }
 
+/// What reaches the Lease task, one handler each.
+enum Input {
+    /// A Lease of the install namespace changed (bursts coalesced).
+    LeasesChanged,
+    /// The next live Lease expires now.
+    LeaseExpires,
+    /// The join hold-down is over: this node may claim addresses it does not hold.
+    HoldDownOver,
+    /// No renewal succeeded within the renew deadline: fence.
+    RenewDeadline,
+    /// This node's subnets changed: renew at once.
+    SubnetsChanged,
+    /// The next renewal is due.
+    RenewDue,
+    /// A renewal finished.
+    Renewed(Renewed),
+    Command(Command),
+}
+
+/// The renewal in progress and the next one.
+struct Renewal {
+    subnets: watch::Receiver<Vec<IpNet>>,
+    renewing: bool,
+    next_renew: Instant,
+    done_tx: mpsc::UnboundedSender<Renewed>,
+    done: mpsc::UnboundedReceiver<Renewed>,
+}
+
 /// The result of one renewal, sent back from its task.
 struct Renewed {
     sent: Instant,
@@ -239,18 +267,24 @@ impl LeaseTask {
     async fn run(
         mut self,
         mut changes: mpsc::UnboundedReceiver<()>,
-        mut subnets: watch::Receiver<Vec<IpNet>>,
+        subnets: watch::Receiver<Vec<IpNet>>,
         mut commands: mpsc::UnboundedReceiver<Command>,
     ) {
-        let (renewed_tx, mut renewed) = mpsc::unbounded_channel::<Renewed>();
-        let mut renewing = false;
+        let (renewed_tx, renewed) = mpsc::unbounded_channel::<Renewed>();
         // After a failed first write, retry soon rather than after a whole interval.
-        let mut next_renew = Instant::now()
+        let next_renew = Instant::now()
             + if self.healthy {
                 self.next_renew_delay()
             } else {
                 self.timing.retry_period
             };
+        let mut renewal = Renewal {
+            subnets,
+            renewing: false,
+            next_renew,
+            done_tx: renewed_tx,
+            done: renewed,
+        };
         let far = || Instant::now() + Duration::from_secs(3600);
         loop {
             let fence_at = self
@@ -259,82 +293,110 @@ impl LeaseTask {
                 .map(|t| t + self.timing.renew_deadline);
             let next_expiry = self.next_expiry().unwrap_or_else(far);
             let claim_at = self.claim_after.unwrap_or_else(far);
-            tokio::select! {
+            let input = tokio::select! {
                 Some(()) = changes.recv() => {
                     // Coalesce a burst (the initial list, many renewals at once).
                     while changes.try_recv().is_ok() {}
-                    self.rebuild();
+                    Input::LeasesChanged
                 }
-                _ = tokio::time::sleep_until(next_expiry) => self.rebuild(),
+                _ = tokio::time::sleep_until(next_expiry) => Input::LeaseExpires,
                 _ = tokio::time::sleep_until(claim_at), if self.claim_after.is_some() => {
-                    self.claim_after = None;
-                    self.publish_view(None);
-                    tracing::info!(op = "election", node = %self.identity.node, "join hold-down over: claiming addresses");
-                    let _ = self.notices.send(Notice::Changed);
+                    Input::HoldDownOver
                 }
                 _ = tokio::time::sleep_until(fence_at.unwrap_or_else(far)), if fence_at.is_some() => {
-                    self.fence();
+                    Input::RenewDeadline
                 }
-                changed = subnets.changed(), if !self.leaving => {
+                changed = renewal.subnets.changed(), if !self.leaving => {
                     if changed.is_err() {
                         return;
                     }
-                    next_renew = Instant::now();
+                    Input::SubnetsChanged
                 }
-                _ = tokio::time::sleep_until(next_renew), if !renewing && !self.leaving => {
-                    renewing = true;
-                    let subnets_now = subnets.borrow_and_update().clone();
-                    let task = RenewTask {
-                        leases: self.leases.clone(),
-                        identity: self.identity.clone(),
-                        owner: self.owner.clone(),
-                        timing: self.timing,
-                    };
-                    let tx = renewed_tx.clone();
-                    tokio::spawn(async move {
-                        let sent = Instant::now();
-                        let result = task.renew(&subnets_now).await;
-                        let _ = tx.send(Renewed { sent, subnets: subnets_now, result });
-                    });
+                _ = tokio::time::sleep_until(renewal.next_renew), if !renewal.renewing && !self.leaving => {
+                    Input::RenewDue
                 }
-                Some(done) = renewed.recv() => {
-                    renewing = false;
-                    if self.leaving {
-                        continue;
-                    }
-                    let ok = done.result.is_ok();
-                    self.after_renewal(done);
-                    next_renew = Instant::now()
-                        + if ok { self.next_renew_delay() } else { self.timing.retry_period };
-                    // A change that arrived while renewing is written now.
-                    if ok && subnets.has_changed().unwrap_or(false) {
-                        next_renew = Instant::now();
-                    }
+                Some(done) = renewal.done.recv() => Input::Renewed(done),
+                Some(command) = commands.recv() => Input::Command(command),
+            };
+            match input {
+                Input::LeasesChanged | Input::LeaseExpires => self.rebuild(),
+                Input::HoldDownOver => self.hold_down_over(),
+                Input::RenewDeadline => self.fence(),
+                Input::SubnetsChanged => renewal.next_renew = Instant::now(),
+                Input::RenewDue => self.start_renewal(&mut renewal),
+                Input::Renewed(done) => self.renewed(&mut renewal, done),
+                Input::Command(Command::Unhealthy(done)) => {
+                    self.stop_claiming();
+                    let _ = done.send(());
                 }
-                Some(command) = commands.recv() => match command {
-                    Command::Unhealthy(done) => {
-                        self.leaving = true;
-                        self.healthy = false;
-                        self.metrics.lease_healthy.set(0);
-                        self.publish_view(None);
-                        let _ = done.send(());
+                Input::Command(Command::Leave(done)) => {
+                    self.stop_claiming();
+                    if renewal.renewing {
+                        // A renewal landing between our read and the delete
+                        // would fail the delete's resourceVersion precondition.
+                        let _ = renewal.done.recv().await;
+                        renewal.renewing = false;
                     }
-                    Command::Leave(done) => {
-                        self.leaving = true;
-                        self.healthy = false;
-                        self.metrics.lease_healthy.set(0);
-                        self.publish_view(None);
-                        if renewing {
-                            // A renewal landing between our read and the delete
-                            // would fail the delete's resourceVersion precondition.
-                            let _ = renewed.recv().await;
-                            renewing = false;
-                        }
-                        self.delete_own_lease().await;
-                        let _ = done.send(());
-                    }
-                },
+                    self.delete_own_lease().await;
+                    let _ = done.send(());
+                }
             }
+        }
+    }
+
+    fn hold_down_over(&mut self) {
+        self.claim_after = None;
+        self.publish_view(None);
+        tracing::info!(op = "election", node = %self.identity.node, "join hold-down over: claiming addresses");
+        let _ = self.notices.send(Notice::Changed);
+    }
+
+    /// Shutting down: no renewals, and this node is unhealthy from now on.
+    fn stop_claiming(&mut self) {
+        self.leaving = true;
+        self.healthy = false;
+        self.metrics.lease_healthy.set(0);
+        self.publish_view(None);
+    }
+
+    /// Writes the lease on a task of its own, with the subnets as they are now.
+    fn start_renewal(&mut self, renewal: &mut Renewal) {
+        renewal.renewing = true;
+        let subnets_now = renewal.subnets.borrow_and_update().clone();
+        let task = RenewTask {
+            leases: self.leases.clone(),
+            identity: self.identity.clone(),
+            owner: self.owner.clone(),
+            timing: self.timing,
+        };
+        let tx = renewal.done_tx.clone();
+        tokio::spawn(async move {
+            let sent = Instant::now();
+            let result = task.renew(&subnets_now).await;
+            let _ = tx.send(Renewed {
+                sent,
+                subnets: subnets_now,
+                result,
+            });
+        });
+    }
+
+    fn renewed(&mut self, renewal: &mut Renewal, done: Renewed) {
+        renewal.renewing = false;
+        if self.leaving {
+            return;
+        }
+        let ok = done.result.is_ok();
+        self.after_renewal(done);
+        renewal.next_renew = Instant::now()
+            + if ok {
+                self.next_renew_delay()
+            } else {
+                self.timing.retry_period
+            };
+        // A change that arrived while renewing is written now.
+        if ok && renewal.subnets.has_changed().unwrap_or(false) {
+            renewal.next_renew = Instant::now();
         }
     }
 
