@@ -38,6 +38,7 @@ mod neighbor;
 mod policies;
 mod router_id;
 mod sources;
+pub mod step;
 
 use neighbor::{NeighborDefaults, graceful_restart};
 use policies::{export_policy, parse_communities};

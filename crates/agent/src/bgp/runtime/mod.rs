@@ -34,15 +34,14 @@ use serde_json::json;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use crate::bgp::config::{
-    ImportSettings, MapError, MappedConfig, NodeFacts, config_key, in_force, map_config, secrets_of,
-};
+use crate::bgp::config::step::{Step, applied_events, decide, refused_event};
+use crate::bgp::config::{ImportSettings, MapError, MappedConfig, config_key};
 use crate::bgp::export::{ExportReport, NetlinkExporter, plan_export};
 use crate::bgp::status::{
     ConfigOutcome, ImportInterface, ImportState, NodeStatusInput, changed, config_status,
     node_status, shutdown_status,
 };
-use crate::event::{self, Event};
+use crate::event::Event;
 use crate::kernel::{AddressDelta, AddressFollower, Kernel, KernelError, OperState, glob_match};
 
 mod configure;

@@ -99,7 +99,7 @@ impl BgpAgent {
         ));
         let api: Api<BGPNodeStatus> = Api::all(self.client.clone());
         let name = self.options.node.clone();
-        let owner = self.node_facts().and_then(|(_, node)| {
+        let owner = self.own_node().and_then(|node| {
             Some(json!([{
                 "apiVersion": "v1",
                 "kind": "Node",
