@@ -19,7 +19,7 @@
 //! The controller puts VIPs on `kube-lb0`; the BGP runtime learns them only from the kernel,
 //! so the two tasks share nothing but the kernel. Pure modules (`announce::plan`,
 //! `announce::outcome`, `announce::endpoints`, `announce::announced`, `node::selection`,
-//! `node::settings`, `node::links`, `bgp::config`, `bgp::status`, `bgp::export::plan`,
+//! `node::settings`, `node::links`, `bgp::config`, `bgp::status`, `bgp::import`, `bgp::export::plan`,
 //! `parse`) take values and return values; `kernel` is the only module that talks netlink and
 //! imports nothing else from this crate.
 

@@ -4,5 +4,6 @@
 
 pub mod config;
 pub mod export;
+pub mod import;
 pub mod runtime;
 pub mod status;

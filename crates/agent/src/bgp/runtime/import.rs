@@ -2,6 +2,7 @@
 //! turned into the speaker's announcements and withdrawals at once.
 
 use super::*;
+use crate::bgp::import::route_changes;
 
 impl BgpAgent {
     /// Replaces the address watcher: withdraws what the old one imported, then imports what the
@@ -47,16 +48,12 @@ impl BgpAgent {
             .as_ref()
             .map(|w| w.current().clone())
             .unwrap_or_default();
-        for a in &delta.removed {
-            // Two addresses of one network share the route: withdraw with the last of them.
-            let network = a.network();
-            if !current.iter().any(|c| c.network() == network) {
-                speaker.withdraw(Prefix::of(network));
-                tracing::info!(op = "netlinkImport", prefix = %network, "withdrawn");
-            }
+        let changes = route_changes(&delta, &current);
+        for network in changes.withdraw {
+            speaker.withdraw(Prefix::of(network));
+            tracing::info!(op = "netlinkImport", prefix = %network, "withdrawn");
         }
-        for a in &delta.added {
-            let network = a.network();
+        for network in changes.announce {
             speaker.announce(LocalRoute::originated(Prefix::of(network)));
             tracing::info!(op = "netlinkImport", prefix = %network, "announced");
         }
