@@ -5,6 +5,7 @@
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -139,13 +140,9 @@ impl Intake {
     /// Whether Service `key` may be planned now: not while our write to it is under way or
     /// the cache still holds the version before it. Such work is deferred and queued again
     /// once the write's echo (or a re-list) is in.
-    pub(super) fn admit(&mut self, key: &str, services: &Store<Service>) -> bool {
-        let cached = key
-            .split_once('/')
-            .and_then(|(namespace, name)| services.get(&ObjectRef::new(name).within(namespace)));
-        let version = cached
-            .as_ref()
-            .and_then(|s| s.metadata.resource_version.as_deref());
+    /// `cached` is the Service as the cache holds it (`None`: gone).
+    pub(super) fn admit(&mut self, key: &str, cached: Option<&Service>) -> bool {
+        let version = cached.and_then(|s| s.metadata.resource_version.as_deref());
         self.echoes.admit(key, version)
     }
 
@@ -161,6 +158,12 @@ impl Intake {
     pub(super) fn forget(&mut self, key: &str) {
         self.fingerprints.remove(key);
     }
+}
+
+/// The cached Service `key` (`namespace/name`).
+pub(super) fn cached_service(services: &Store<Service>, key: &str) -> Option<Arc<Service>> {
+    let (namespace, name) = key.split_once('/')?;
+    services.get(&ObjectRef::new(name).within(namespace))
 }
 
 /// A hash of the parts of a Service the agent's decisions depend on: spec,
@@ -275,7 +278,9 @@ mod tests {
             let mut planned = Vec::new();
             while let Some(work) = self.intake.queue.pop() {
                 if let Work::Service(key) = work
-                    && self.intake.admit(&key, &self.services.0)
+                    && self
+                        .intake
+                        .admit(&key, cached_service(&self.services.0, &key).as_deref())
                 {
                     planned.push(key);
                 }

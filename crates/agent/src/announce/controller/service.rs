@@ -5,10 +5,11 @@ use super::*;
 
 impl Controller {
     pub(super) async fn process_service(&mut self, key: &str) {
-        if !self.intake.admit(key, &self.services) {
+        let svc = self.service(key);
+        if !self.intake.admit(key, svc.as_deref()) {
             return;
         }
-        let Some(svc) = self.service(key) else {
+        let Some(svc) = svc else {
             self.service_gone(key).await;
             return;
         };
@@ -172,8 +173,7 @@ impl Controller {
     }
 
     pub(super) fn service(&self, key: &str) -> Option<Arc<Service>> {
-        let (namespace, name) = key.split_once('/')?;
-        self.services.get(&ObjectRef::new(name).within(namespace))
+        intake::cached_service(&self.services, key)
     }
 
     pub(super) fn healthy_nodes(&self, key: &str) -> BTreeSet<String> {
